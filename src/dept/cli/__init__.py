@@ -1,0 +1,1 @@
+"""The `dept` command line: one module per sub-command, each with `add_parser` and `run`."""
