@@ -1,0 +1,134 @@
+"""Adapter files: `adapter_config.json` + `adapter_model.safetensors`, in PEFT's layout.
+
+Loading checks everything (config fields, base model match, tensor names and shapes)
+before touching the model, so a refused adapter leaves the model exactly as it was.
+No pickle anywhere: JSON and safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .config import ConfigError, DeptConfig
+
+if TYPE_CHECKING:
+    from .adapter import DeptAdapter
+    from .model import DeptModel
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+METHOD = "dept"
+# Fields describing the base model the adapter was trained on; checked at load.
+BASE_FIELDS = ("base_model_name_or_path", "model_type", "model_family", "hidden_size", "vocab_size")
+OTHER_FIELDS = ("method", "dept_version")
+
+
+class AdapterFileError(ValueError):
+    """An adapter folder is missing, corrupt, or does not fit the model it is loaded onto."""
+
+
+def base_model_facts(model: "DeptModel") -> dict:
+    config = model.base_model.config
+    return {
+        "base_model_name_or_path": getattr(config, "_name_or_path", "") or "",
+        "model_type": config.model_type,
+        "model_family": model.family.name,
+        "hidden_size": model.hidden_size,
+        "vocab_size": model.base_model.get_input_embeddings().num_embeddings,
+    }
+
+
+def save_adapter(model: "DeptModel", directory: str | Path, adapter_name: str, **task_metadata) -> Path:
+    """Write adapter `adapter_name` of `model` to `directory`; `task_metadata` is merged into config.task."""
+    adapter = model.dept_adapters[model._check_name(adapter_name)]
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = adapter.config.to_dict()
+    config["task"] = {**config["task"], **task_metadata}
+    record = {"method": METHOD, **config, **base_model_facts(model), "dept_version": __version__}
+    tensors = {k: v.detach().float().contiguous().cpu() for k, v in adapter.state_dict().items()}
+    # Write to temporary names, then rename: a crash mid-save never leaves half a file.
+    (directory / (WEIGHTS_NAME + ".tmp")).unlink(missing_ok=True)
+    save_file(tensors, str(directory / (WEIGHTS_NAME + ".tmp")), metadata={"format": "pt", "method": METHOD})
+    (directory / (CONFIG_NAME + ".tmp")).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    (directory / (WEIGHTS_NAME + ".tmp")).replace(directory / WEIGHTS_NAME)
+    (directory / (CONFIG_NAME + ".tmp")).replace(directory / CONFIG_NAME)
+    return directory
+
+
+def read_adapter_config(directory: str | Path) -> tuple[DeptConfig, dict]:
+    """Parse and validate `adapter_config.json`: (DeptConfig, base-model facts)."""
+    path = Path(directory) / CONFIG_NAME
+    if not Path(directory).is_dir():
+        raise AdapterFileError(f"{directory}: no such adapter folder")
+    if not path.is_file():
+        raise AdapterFileError(f"{path}: missing (an adapter folder holds {CONFIG_NAME} and {WEIGHTS_NAME})")
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AdapterFileError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(record, dict):
+        raise AdapterFileError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    if record.get("method") != METHOD:
+        raise AdapterFileError(f"{path}: field 'method' is {record.get('method')!r}, expected {METHOD!r}")
+    config_fields = {f.name for f in fields(DeptConfig)}
+    unknown = sorted(set(record) - config_fields - set(BASE_FIELDS) - set(OTHER_FIELDS))
+    if unknown:
+        raise AdapterFileError(f"{path}: unknown field(s) {unknown}")
+    base = {k: record[k] for k in BASE_FIELDS if k in record}
+    try:
+        config = DeptConfig.from_dict({k: v for k, v in record.items() if k in config_fields}, source=str(path))
+    except (ConfigError, TypeError) as err:
+        raise AdapterFileError(f"{path}: {err}") from err
+    return config, base
+
+
+def _check_base(model: "DeptModel", base: dict, path: Path) -> None:
+    facts = base_model_facts(model)
+    for key in ("model_type", "hidden_size", "vocab_size"):
+        if key in base and base[key] != facts[key]:
+            raise AdapterFileError(f"{path}: adapter was trained for {key}={base[key]!r}, "
+                                   f"but the base model has {key}={facts[key]!r}")
+
+
+def _read_tensors(path: Path, expected: dict[str, tuple[int, ...]]) -> dict:
+    if not path.is_file():
+        raise AdapterFileError(f"{path}: missing")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise AdapterFileError(f"{path}: corrupt or not a safetensors file ({err})") from err
+    if set(tensors) != set(expected):
+        raise AdapterFileError(f"{path}: holds tensors {sorted(tensors)}, expected {sorted(expected)}")
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            raise AdapterFileError(f"{path}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                                   f"expected {shape} from the config")
+    return tensors
+
+
+def load_adapter(model: "DeptModel", directory: str | Path, adapter_name: str) -> "DeptAdapter":
+    """Read an adapter folder and add it to `model` as `adapter_name` (made active)."""
+    from .adapter import DeptAdapter
+
+    directory = Path(directory)
+    if adapter_name in model.dept_adapters:
+        raise AdapterFileError(f"an adapter named {adapter_name!r} is already loaded")
+    config, base = read_adapter_config(directory)
+    _check_base(model, base, directory / CONFIG_NAME)
+    try:
+        probe = DeptAdapter(config, model.hidden_size)  # shapes only; not attached
+    except ConfigError as err:
+        raise AdapterFileError(f"{directory / CONFIG_NAME}: {err}") from err
+    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    tensors = _read_tensors(directory / WEIGHTS_NAME, expected)
+    adapter = model.add_adapter(adapter_name, config, initialise=False)
+    adapter.load_state_dict(tensors)  # copies into the adapter's own device and dtype
+    return adapter

@@ -1,0 +1,65 @@
+"""The parameter budget rule of DePT: l·d = m·d + (s + d)·r.
+
+Given a vanilla prompt length l, the input length s and the hidden size d, choose the
+DePT prompt length m for a rank r, or the rank r for a prompt length m, so that DePT
+trains as many parameters as vanilla prompt tuning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+class BudgetError(ValueError):
+    """No DePT shape fits the requested budget."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    prompt_length: int
+    """m: DePT's soft prompt length."""
+    rank: int
+    """r: rank of the low-rank pair."""
+    max_length: int
+    hidden_size: int
+    vanilla_length: int
+    trainable_params: int
+    """m·d + (s + d)·r."""
+    vanilla_params: int
+    """l·d."""
+    exact: bool
+    """True when trainable_params == vanilla_params; else the closest shape under budget."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def solve_budget(vanilla_length: int, max_length: int, hidden_size: int, *,
+                 rank: int | None = None, prompt_length: int | None = None) -> Budget:
+    """Solve l·d = m·d + (s + d)·r for the one of m (`prompt_length`) or r (`rank`) not given.
+
+    Where no integer solves it exactly, returns the closest shape that stays under the
+    budget (`exact=False`): m rounded down for a given r, r rounded down for a given m.
+    """
+    l, s, d = vanilla_length, max_length, hidden_size
+    for name, value in (("vanilla_length", l), ("max_length", s), ("hidden_size", d)):
+        if value <= 0:
+            raise BudgetError(f"{name} must be > 0, got {value}")
+    if (rank is None) == (prompt_length is None):
+        raise BudgetError("give exactly one of rank or prompt_length; the other is solved for")
+    budget = l * d
+    if rank is not None:
+        if rank < 0:
+            raise BudgetError(f"rank must be >= 0, got {rank}")
+        remaining = budget - (s + d) * rank  # what is left for the prompt: m·d
+        if remaining < 0:
+            raise BudgetError(f"rank {rank} alone costs (s+d)·r = {(s + d) * rank} > budget l·d = {budget}; "
+                              f"the largest rank within budget is {budget // (s + d)}")
+        m, r = remaining // d, rank
+    else:
+        if not 0 <= prompt_length <= l:
+            raise BudgetError(f"prompt_length must be in [0, {l}] (the vanilla length), got {prompt_length}")
+        m, r = prompt_length, (budget - prompt_length * d) // (s + d)
+    used = m * d + (s + d) * r
+    return Budget(prompt_length=m, rank=r, max_length=s, hidden_size=d, vanilla_length=l,
+                  trainable_params=used, vanilla_params=budget, exact=used == budget)

@@ -1,0 +1,278 @@
+"""DeptModel: a frozen Hugging Face model with one or more DePT adapters attached.
+
+The whole method happens on the input embeddings, before the frozen model runs:
+
+    W  = embed(input_ids)                          (B, T, d)
+    W' = W + scale·(A·B)[position of each token]   row i of A·B -> i-th real input token
+    X  = [P_s ; W'] laid out per row               (B, N, d), N <= T + m
+    out = base_model(inputs_embeds=X, ...)
+
+so one code path serves encoder-decoder, decoder-only and encoder models; what differs
+per family is data (see families.py). Every trainable tensor lives under
+`dept_adapters`, so "which parameters are the adapter" is one prefix filter.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from .adapter import DeptAdapter
+from .config import DeptConfig
+from .families import Family, get_family
+from .layout import insert_prompts, real_token_positions
+
+ADAPTER_PREFIX = "dept_adapters."
+DEFAULT_ADAPTER = "default"
+
+
+class InputTooLongError(ValueError):
+    """An input has more real tokens than the adapter's max_length and on_overflow='error'."""
+
+
+class DeptModel(nn.Module):
+    def __init__(self, base_model: nn.Module, config: DeptConfig | None = None, *,
+                 tokenizer=None, family: str | None = None, adapter_name: str = DEFAULT_ADAPTER):
+        super().__init__()
+        self.base_model = base_model
+        self.base_model.requires_grad_(False)
+        self.family: Family = get_family(family or base_model.config)
+        self.tokenizer = tokenizer
+        self.dept_adapters = nn.ModuleDict()
+        self.active_adapter: str | None = None
+        accepted = inspect.signature(base_model.forward).parameters
+        self._passes_position_ids = "position_ids" in accepted
+        if config is not None:
+            self.add_adapter(adapter_name, config)
+
+    # ----- construction -------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, config: DeptConfig | None = None, *,
+                        family: str | None = None, dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None, **load_kwargs) -> "DeptModel":
+        """Load a base model and its tokenizer by hub name, local folder or packaged alias."""
+        from .pretrained import load_base
+
+        base, tokenizer, fam = load_base(name_or_path, family=family, dtype=dtype, **load_kwargs)
+        model = cls(base, config, tokenizer=tokenizer, family=fam.name)
+        return model.to(device) if device is not None else model
+
+    @property
+    def hidden_size(self) -> int:
+        return self.base_model.get_input_embeddings().embedding_dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.base_model.get_input_embeddings().weight.device
+
+    # ----- adapters -----------------------------------------------------------------
+    def add_adapter(self, name: str, config: DeptConfig, *, initialise: bool = True) -> DeptAdapter:
+        """Create adapter `name`, make it active and trainable. Raises if the name is taken."""
+        if name in self.dept_adapters:
+            raise ValueError(f"an adapter named {name!r} is already loaded; delete it first")
+        if self.family.has_head and not config.num_labels:
+            raise ValueError(f"{self.family.name} models need DeptConfig.num_labels for the trainable head")
+        if not self.family.has_head and config.num_labels:
+            raise ValueError(f"num_labels is for encoder models; this is a {self.family.name} model")
+        adapter = DeptAdapter(config, self.hidden_size)
+        if initialise:
+            table = self.base_model.get_input_embeddings().weight
+            adapter.initialise(table, self._init_token_ids(config))
+        weight = self.base_model.get_input_embeddings().weight
+        self.dept_adapters[name] = adapter.to(device=weight.device)
+        self.set_active_adapter(name)
+        return adapter
+
+    def _init_token_ids(self, config: DeptConfig) -> list[int] | None:
+        if config.prompt_init != "text" or not config.num_virtual_tokens or self.tokenizer is None:
+            return None
+        return self.tokenizer(config.init_text, add_special_tokens=False)["input_ids"]
+
+    def delete_adapter(self, name: str) -> None:
+        del self.dept_adapters[self._check_name(name)]
+        if self.active_adapter == name:
+            self.active_adapter = next(iter(self.dept_adapters), None)
+
+    def set_active_adapter(self, name: str) -> None:
+        """Make `name` the adapter used when rows name none; only its tensors train."""
+        self._check_name(name)
+        self.active_adapter = name
+        for adapter_name, adapter in self.dept_adapters.items():
+            adapter.requires_grad_(adapter_name == name)
+
+    def _check_name(self, name: str) -> str:
+        if name not in self.dept_adapters:
+            raise KeyError(f"no adapter named {name!r}; loaded: {sorted(self.dept_adapters)}")
+        return name
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.dept_adapters)
+
+    def adapter_state_dict(self, name: str | None = None) -> dict[str, Tensor]:
+        """The tensors of one adapter (names relative to it: prompt, lora_a, lora_b, head.*)."""
+        adapter = self.dept_adapters[self._check_name(name or self.active_adapter)]
+        return {k: v.detach() for k, v in adapter.state_dict().items()}
+
+    def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) of everything that trains: the active adapter's tensors."""
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+
+    # ----- the method ---------------------------------------------------------------
+    def _row_adapters(self, batch_size: int, adapter_names: Sequence[str] | None) -> list[str]:
+        if adapter_names is None:
+            if self.active_adapter is None:
+                raise ValueError("no adapter is loaded: add_adapter() or load_adapter() first")
+            return [self.active_adapter] * batch_size
+        if len(adapter_names) != batch_size:
+            raise ValueError(f"adapter_names has {len(adapter_names)} entries for a batch of {batch_size}")
+        for name in set(adapter_names):
+            self._check_name(name)
+        return list(adapter_names)
+
+    @staticmethod
+    def _groups(row_adapters: list[str]) -> dict[str, list[int]]:
+        groups: dict[str, list[int]] = {}
+        for row, name in enumerate(row_adapters):
+            groups.setdefault(name, []).append(row)
+        return groups
+
+    def prepare_inputs(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
+                       labels: Tensor | None = None, source_mask: Tensor | None = None,
+                       adapter_names: Sequence[str] | None = None, left_pad: bool | None = None
+                       ) -> dict[str, Tensor]:
+        """Embed, add the low-rank update by position, insert the prompts: kwargs for the base.
+
+        input_ids, attention_mask, labels, source_mask: (B, T). source_mask marks the
+        input segment that receives the update (decoder-only: the source, not the target);
+        by default every attended token that is not a label is source.
+        """
+        B, T = input_ids.shape
+        device = input_ids.device
+        attention = (torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None
+                     else attention_mask.bool())
+        if source_mask is None:
+            source = attention & (labels == -100) if (self.family.labels_in_input and labels is not None) \
+                else attention
+        else:
+            source = source_mask.bool() & attention
+        row_adapters = self._row_adapters(B, adapter_names)
+        groups = self._groups(row_adapters)
+
+        positions = real_token_positions(source)                     # (B, T), -1 off-source
+        max_len = torch.tensor([self.dept_adapters[a].config.max_length for a in row_adapters],
+                               device=device).unsqueeze(1)           # (B, 1)
+        overflow = positions >= max_len                              # (B, T)
+        if overflow.any():
+            self._handle_overflow(overflow, source, row_adapters)
+        keep = attention & ~overflow
+
+        embeds = self.base_model.get_input_embeddings()(input_ids)   # (B, T, d)
+        d = embeds.shape[-1]
+        M = max(self.dept_adapters[a].num_virtual_tokens for a in groups)
+        prompts = embeds.new_zeros(B, M, d)
+        update = torch.zeros_like(embeds)
+        for name, rows in groups.items():
+            adapter = self.dept_adapters[name]
+            index = torch.tensor(rows, device=device)
+            if adapter.prompt is not None:
+                m = adapter.num_virtual_tokens
+                row_prompts = adapter.prompt.to(embeds.dtype).expand(len(rows), m, d)
+                prompts = prompts.index_copy(0, index, F.pad(row_prompts, (0, 0, 0, M - m)))
+            table = adapter.low_rank_table()                          # (s, d) or None
+            if table is not None:
+                s = table.shape[0]
+                # Off-source and overflow positions read an all-zero row s.
+                pos = positions[index].masked_fill(overflow[index] | (positions[index] < 0), s)
+                padded_table = F.pad(table, (0, 0, 0, 1))             # (s + 1, d)
+                update = update.index_copy(0, index, F.embedding(pos, padded_table).to(embeds.dtype))
+        embeds = embeds + update
+
+        lengths = torch.tensor([self.dept_adapters[a].num_virtual_tokens for a in row_adapters],
+                               device=device)
+        if left_pad is None:
+            left_pad = self.family.default_padding_side == "left"
+        out = insert_prompts(embeds, keep, prompts, lengths, prompt_offset=self.family.prompt_offset,
+                             left_pad=left_pad, labels=labels if self.family.labels_in_input else None)
+        if not self._passes_position_ids:
+            out.pop("position_ids")
+        out["row_adapters"] = row_adapters
+        return out
+
+    def _handle_overflow(self, overflow: Tensor, source: Tensor, row_adapters: list[str]) -> None:
+        for row in overflow.any(dim=1).nonzero().flatten().tolist():
+            config = self.dept_adapters[row_adapters[row]].config
+            if config.on_overflow == "error":
+                raise InputTooLongError(
+                    f"row {row} has {int(source[row].sum())} input tokens but adapter "
+                    f"{row_adapters[row]!r} has max_length={config.max_length}; truncate the input, "
+                    f"or set on_overflow='truncate'")
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
+                *, source_mask: Tensor | None = None, adapter_names: Sequence[str] | None = None,
+                **base_kwargs):
+        """Run the base model with DePT applied. Seq2seq models take decoder_input_ids /
+        labels as usual; decoder-only labels are (B, T) aligned with input_ids (-100 on the
+        source); encoder labels are (B,) class indices or float scores."""
+        prepared = self.prepare_inputs(input_ids, attention_mask, labels=labels, source_mask=source_mask,
+                                       adapter_names=adapter_names)
+        row_adapters = prepared.pop("row_adapters")
+        if self.family.has_head:
+            return self._encoder_forward(prepared, labels, row_adapters, **base_kwargs)
+        if labels is not None and not self.family.labels_in_input:
+            prepared["labels"] = labels
+        return self.base_model(**prepared, **base_kwargs)
+
+    def _encoder_forward(self, prepared: dict[str, Tensor], labels: Tensor | None,
+                         row_adapters: list[str], **base_kwargs) -> SequenceClassifierOutput:
+        hidden = self.base_model(**prepared, **base_kwargs).last_hidden_state  # (B, N, d)
+        mask = prepared["attention_mask"].unsqueeze(-1).to(hidden.dtype)       # (B, N, 1)
+        pooled_mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)        # (B, d)
+        logits_by_row: list[Tensor | None] = [None] * hidden.shape[0]
+        for name, rows in self._groups(row_adapters).items():
+            adapter = self.dept_adapters[name]
+            pooled = hidden[rows, 0] if adapter.config.head_pooling == "cls" else pooled_mean[rows]
+            for row, logit in zip(rows, adapter.head(pooled.to(adapter.head.weight.dtype))):
+                logits_by_row[row] = logit
+        if len({t.shape[0] for t in logits_by_row}) > 1:
+            raise ValueError("a mixed batch of encoder adapters needs the same num_labels in every row")
+        logits = torch.stack(logits_by_row)                                    # (B, num_labels)
+        loss = None
+        if labels is not None:
+            if logits.shape[-1] == 1:
+                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+            else:
+                loss = F.cross_entropy(logits, labels.long())
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    @torch.no_grad()
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
+                 adapter_names: Sequence[str] | None = None, **generate_kwargs) -> Tensor:
+        """Generate with the prompt and update applied once, at prefill; later steps reuse
+        the KV cache. Returns only the new tokens, (B, new)."""
+        if not self.family.generates:
+            raise ValueError(f"{self.family.name} models classify; they do not generate")
+        prepared = self.prepare_inputs(input_ids, attention_mask, adapter_names=adapter_names,
+                                       left_pad=True if self.family.labels_in_input else None)
+        prepared.pop("row_adapters")
+        prepared.pop("position_ids", None)  # generate() derives them from the attention mask
+        if self.tokenizer is not None and "pad_token_id" not in generate_kwargs:
+            pad = self.tokenizer.pad_token_id
+            generate_kwargs["pad_token_id"] = pad if pad is not None else self.tokenizer.eos_token_id
+        return self.base_model.generate(**prepared, **generate_kwargs)
+
+    # ----- adapter files ------------------------------------------------------------
+    def save_adapter(self, directory, adapter_name: str | None = None, **metadata) -> None:
+        from .adapter_io import save_adapter
+
+        save_adapter(self, directory, adapter_name or self.active_adapter, **metadata)
+
+    def load_adapter(self, directory, adapter_name: str = DEFAULT_ADAPTER) -> DeptAdapter:
+        from .adapter_io import load_adapter
+
+        return load_adapter(self, directory, adapter_name)

