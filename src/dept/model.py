@@ -31,6 +31,18 @@ ADAPTER_PREFIX = "dept_adapters."
 DEFAULT_ADAPTER = "default"
 
 
+def target_log_likelihood(logits: Tensor, labels: Tensor, *, shifted: bool) -> Tensor:
+    """Sum over target tokens of log p(token): logits (B, L, V), labels (B, L) with -100 elsewhere.
+
+    shifted=True for decoder-only models, whose logits at t predict the token at t + 1.
+    """
+    if shifted:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    picked = log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, L)
+    return (picked * (labels != -100)).sum(dim=1)
+
+
 class InputTooLongError(ValueError):
     """An input has more real tokens than the adapter's max_length and on_overflow='error'."""
 
@@ -249,6 +261,18 @@ class DeptModel(nn.Module):
             else:
                 loss = F.cross_entropy(logits, labels.long())
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    @torch.no_grad()
+    def score(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
+              *, source_mask: Tensor | None = None, adapter_names: Sequence[str] | None = None) -> Tensor:
+        """(B,) summed log-likelihood of each row's labelled target tokens: rank classification."""
+        prepared = self.prepare_inputs(input_ids, attention_mask, labels=labels, source_mask=source_mask,
+                                       adapter_names=adapter_names)
+        prepared.pop("row_adapters")
+        if self.family.labels_in_input:
+            labels = prepared.pop("labels")  # laid out with the prompt
+        logits = self.base_model(**prepared, labels=None if self.family.labels_in_input else labels).logits
+        return target_log_likelihood(logits, labels, shifted=self.family.labels_in_input)
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
