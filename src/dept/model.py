@@ -108,7 +108,9 @@ class DeptModel(nn.Module):
     def delete_adapter(self, name: str) -> None:
         del self.dept_adapters[self._check_name(name)]
         if self.active_adapter == name:
-            self.active_adapter = next(iter(self.dept_adapters), None)
+            self.active_adapter = None
+            if self.dept_adapters:  # the next adapter becomes active, and so trainable
+                self.set_active_adapter(next(iter(self.dept_adapters)))
 
     def set_active_adapter(self, name: str) -> None:
         """Make `name` the adapter used when rows name none; only its tensors train."""
