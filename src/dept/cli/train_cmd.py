@@ -1,0 +1,96 @@
+"""`dept train`: flags generated from TrainOptions, so help text never drifts from the code.
+
+`--config run.yaml` supplies defaults whose keys are the same names (or aliases); flags
+given on the command line win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from ..training.options import TrainOptions
+
+
+def _value_type(annotation):
+    """int | None -> int; bool stays bool."""
+    kinds = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    return kinds[0]
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+    """One flag per TrainOptions field (plus aliases); defaults are filled in later."""
+    hints = typing.get_type_hints(TrainOptions)
+    for f in fields(TrainOptions):
+        if f.name in exclude:
+            continue
+        kind = _value_type(hints[f.name])
+        names = [f"--{f.name}"] + [f"--{a}" for a in f.metadata.get("aliases", ())]
+        default = None if f.default is MISSING else f.default
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        if kind is bool:
+            # `--resume` alone means true; `--resume false` is accepted too (YAML parity).
+            parser.add_argument(*names, dest=f.name, nargs="?", const=True, type=_parse_bool,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(*names, dest=f.name, type=kind, choices=f.metadata.get("choices"),
+                                default=argparse.SUPPRESS, help=help_text)
+
+
+def options_from_args(args: argparse.Namespace, exclude: tuple[str, ...] = ()) -> TrainOptions:
+    """YAML config (if any) first, command-line flags over it."""
+    values: dict = {}
+    if getattr(args, "config", None):
+        import yaml
+
+        path = Path(args.config)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise SystemExit(f"dept: cannot read config {path}: {err}")
+        if not isinstance(loaded, dict):
+            raise SystemExit(f"dept: {path}: expected a mapping of option names to values")
+        try:
+            values.update(TrainOptions.from_mapping(loaded, source=str(path)).to_dict())
+        except (ValueError, TypeError) as err:
+            raise SystemExit(f"dept: {err}")
+    names = {f.name for f in fields(TrainOptions)} - set(exclude)
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    return TrainOptions(**values)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("train", help="train DePT (or pt, lora, full) on a task",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML file of options (keys as the flags, without --)")
+    add_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import train
+
+    options = options_from_args(args)
+    results = train(options)
+    if results:
+        summary = {k: results[k] for k in ("task", "main_metric", "best_step", "test", "trainable_params",
+                                           "train_seconds") if k in results}
+        summary["validation_before"] = results.get("before_training")
+        summary["validation_best"] = results.get("best_validation")
+        print(json.dumps(summary, indent=2))
+        print(f"adapter and results in {options.output_dir}", file=sys.stderr)
+    return 0

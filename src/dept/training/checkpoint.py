@@ -1,0 +1,121 @@
+"""Resumable training state, without pickle: tensors in safetensors, the rest in JSON.
+
+A checkpoint folder holds the trainable tensors, the optimiser's moments, the
+scheduler's counters, every random generator's state (per process) and the trainer's
+own counters (step, best metric). It is written beside the live one and renamed into
+place, so a run killed mid-write resumes from the previous complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT = "checkpoint"
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for index, slots in state["state"].items():
+        for key, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for flat, value in list(tensors.items()) + list(meta["scalars"].items()):
+        index, key = flat.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    version, keys, pos = random.getstate()
+    np_state = np.random.get_state()
+    meta = {"python": [version, list(keys), pos],
+            "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+    return tensors, meta
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    version, keys, pos = meta["python"]
+    random.setstate((version, tuple(keys), pos))
+    name, keys, *rest = meta["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+
+
+def save_checkpoint(output_dir: Path, *, model, optimizer, scheduler, trainer_state: dict,
+                    rank: int = 0, is_main: bool = True, barrier=lambda: None) -> Path:
+    """Write output_dir/checkpoint atomically. Every process writes its own RNG state."""
+    final = output_dir / CHECKPOINT
+    staging = output_dir / (CHECKPOINT + ".tmp")
+    if is_main:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    barrier()
+    rng_tensors, rng_meta = _rng_state()
+    save_file(rng_tensors, str(staging / f"rng-{rank}.safetensors"))
+    (staging / f"rng-{rank}.json").write_text(json.dumps(rng_meta))
+    barrier()
+    if is_main:
+        trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(trainable, str(staging / "trainable.safetensors"))
+        opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+        save_file(opt_tensors, str(staging / "optimizer.safetensors"))
+        (staging / "optimizer.json").write_text(json.dumps(opt_meta))
+        (staging / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
+        (staging / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
+        old = output_dir / (CHECKPOINT + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        staging.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
+
+
+def find_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint (the .old one if a kill fell between two renames)."""
+    for name in (CHECKPOINT, CHECKPOINT + ".old"):
+        path = output_dir / name
+        if (path / "trainer_state.json").is_file():
+            return path
+    return None
+
+
+def load_checkpoint(path: Path, *, model, optimizer, scheduler, rank: int = 0) -> dict:
+    """Restore everything saved by save_checkpoint; returns the trainer state."""
+    trainable = load_file(str(path / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    missing = sorted(set(trainable) ^ {n for n, p in params.items() if p.requires_grad})
+    if missing:
+        raise ValueError(f"{path}: checkpoint tensors do not match the model's trainable ones: {missing[:5]}")
+    with torch.no_grad():
+        for name, value in trainable.items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")),
+                                                   json.loads((path / "optimizer.json").read_text())))
+    scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
+    rng_file = path / f"rng-{rank}.safetensors"
+    if rng_file.is_file():
+        _set_rng_state(load_file(str(rng_file)), json.loads((path / f"rng-{rank}.json").read_text()))
+    return json.loads((path / "trainer_state.json").read_text())

@@ -1,0 +1,161 @@
+"""The four methods `dept train` knows, behind one small interface.
+
+Everything the loop needs from a model:
+    model(**batch).loss            training loss
+    model.score(**batch) -> (B,)   target log-likelihood, for rank classification
+    model.generate(input_ids, attention_mask, **kw) -> new tokens only
+    param_groups(model, options)   AdamW groups with their learning rates
+    save(model, directory, meta)   the artefact users keep
+
+DePT and PT are DeptModel (PT is r = 0). LoRA goes through PEFT, full fine-tuning
+trains every weight; both are wrapped by `HFTunable` so the loop has no branches.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ..budget import solve_budget
+from ..config import DeptConfig
+from ..families import Family
+from ..model import DeptModel, target_log_likelihood
+from .options import LOWRANK_LR_PER_RMS, PROMPT_LR_PER_RMS, TrainOptions
+
+
+def embedding_rms(model: nn.Module) -> float:
+    weight = model.get_input_embeddings().weight
+    return float(weight.detach().float().pow(2).mean().sqrt())
+
+
+def resolve_learning_rates(options: TrainOptions, rms: float) -> tuple[float, float]:
+    """(prompt lr, low-rank lr): the given values, else the scale-aware defaults."""
+    prompt_lr = options.learning_rate if options.learning_rate is not None else PROMPT_LR_PER_RMS * rms
+    lowrank_lr = options.lora_embedding_lr if options.lora_embedding_lr is not None else LOWRANK_LR_PER_RMS * rms
+    return prompt_lr, lowrank_lr
+
+
+def dept_config(options: TrainOptions, hidden_size: int, num_labels: int | None, task_meta: dict) -> DeptConfig:
+    """m and r from the options; the one not given is solved from the vanilla budget."""
+    if options.method == "pt":
+        m, r = options.prompt_length or options.vanilla_length, 0
+    elif options.r is not None:
+        r = options.r
+        m = options.prompt_length if options.prompt_length is not None else solve_budget(
+            options.vanilla_length, options.max_seq_length, hidden_size, rank=r).prompt_length
+    else:
+        m = options.prompt_length if options.prompt_length is not None else 60
+        r = solve_budget(options.vanilla_length, options.max_seq_length, hidden_size, prompt_length=m).rank
+    return DeptConfig(num_virtual_tokens=m, rank=r, max_length=options.max_seq_length, alpha=options.alpha,
+                      scaling=options.scaling, prompt_init=options.prompt_init, init_text=options.init_text,
+                      num_labels=num_labels, seed=options.seed, task=task_meta)
+
+
+class HFTunable(nn.Module):
+    """A plain or PEFT-wrapped Hugging Face model with DeptModel's loop-facing methods."""
+
+    def __init__(self, model: nn.Module, family: Family, tokenizer):
+        super().__init__()
+        self.model = model
+        self.family = family
+        self.tokenizer = tokenizer
+
+    def forward(self, input_ids, attention_mask=None, labels=None, source_mask=None, **kwargs):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def score(self, input_ids, attention_mask=None, labels=None, source_mask=None) -> Tensor:
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                            **({} if self.family.labels_in_input else {"labels": labels})).logits
+        return target_log_likelihood(logits, labels, shifted=self.family.labels_in_input)
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask=None, **kwargs) -> Tensor:
+        kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
+        out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return out[:, input_ids.shape[1]:] if self.family.labels_in_input else out
+
+
+def build_model(options: TrainOptions, num_labels: int | None, task_meta: dict):
+    """(model, tokenizer, family, hidden-state RMS of the embeddings) for options.method."""
+    from ..pretrained import load_base, load_tokenizer, resolve
+
+    if options.method in ("dept", "pt"):
+        base, tokenizer, family = load_base(options.model_name_or_path)
+        model = DeptModel(base, tokenizer=tokenizer, family=family.name)
+        if options.init_from:
+            model.load_adapter(options.init_from)  # transfer: the source task's adapter
+            model.dept_adapters["default"].config.task = task_meta
+        else:
+            config = dept_config(options, model.hidden_size, num_labels, task_meta)
+            model.add_adapter("default", config)
+        return model, tokenizer, family, embedding_rms(base)
+
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from ..families import get_family
+
+    path = resolve(options.model_name_or_path)
+    family = get_family(AutoConfig.from_pretrained(path))
+    tokenizer = load_tokenizer(path, family)
+    if family.has_head:
+        kwargs = {"num_labels": num_labels}
+        if num_labels == 1:
+            kwargs["problem_type"] = "regression"
+        base = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    else:
+        base = family.auto_class.from_pretrained(path)
+    if base.config.pad_token_id is None:
+        base.config.pad_token_id = tokenizer.pad_token_id
+    rms = embedding_rms(base)
+    if options.method == "lora":
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        task_type = {"seq2seq": TaskType.SEQ_2_SEQ_LM, "causal": TaskType.CAUSAL_LM,
+                     "encoder": TaskType.SEQ_CLS}[family.name]
+        base = get_peft_model(base, LoraConfig(task_type=task_type, r=options.lora_r,
+                                               lora_alpha=options.lora_alpha_baseline, lora_dropout=0.0))
+    return HFTunable(base, family, tokenizer), tokenizer, family, rms
+
+
+def param_groups(model: nn.Module, options: TrainOptions, rms: float) -> list[dict]:
+    """AdamW groups. DePT: prompt, low-rank pair and head each at their own rate.
+    Weight decay is applied to every group (the reference code passed it nowhere)."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("nothing to train: no parameter requires grad")
+    prompt_lr, lowrank_lr = resolve_learning_rates(options, rms)
+    if options.method in ("lora", "full"):
+        lr = options.learning_rate if options.learning_rate is not None else (
+            5e-4 if options.method == "lora" else 5e-5)
+        return [{"name": options.method, "params": [p for _, p in trainable], "lr": lr,
+                 "weight_decay": options.weight_decay}]
+    by_role: dict[str, list] = {"prompt": [], "lowrank": [], "head": []}
+    for name, param in trainable:
+        role = "prompt" if name.endswith(".prompt") else "head" if ".head." in name else "lowrank"
+        by_role[role].append(param)
+    rates = {"prompt": prompt_lr, "lowrank": lowrank_lr, "head": options.head_lr}
+    return [{"name": role, "params": params, "lr": rates[role], "weight_decay": options.weight_decay}
+            for role, params in by_role.items() if params]
+
+
+def save_trained(model: nn.Module, directory: Path, task_meta: dict) -> None:
+    """DePT/PT: adapter files; LoRA: PEFT's adapter files; full: the whole model."""
+    if isinstance(model, DeptModel):
+        model.save_adapter(directory, **task_meta)
+    else:
+        model.model.save_pretrained(directory)
+        model.tokenizer.save_pretrained(directory)
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def warmup_steps(options: TrainOptions) -> int:
+    if options.warmup_steps is not None:
+        return options.warmup_steps
+    return math.ceil(0.06 * options.max_steps)

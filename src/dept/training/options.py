@@ -1,0 +1,110 @@
+"""TrainOptions: every knob of `dept train`, one dataclass for the CLI, YAML files and code.
+
+Field names follow the reference train.py where it has one (`--learning_rate`,
+`--lora_embedding_lr`, `--max_seq_length`, ...); `aliases` in a field's metadata lists
+other accepted spellings (`--prefix_length`, `--peft_model_id`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+METHODS = ("dept", "pt", "lora", "full")
+
+# Scale-aware default learning rates, as multiples of the RMS of the model's input
+# embeddings: Adam moves each entry by about the learning rate whatever the gradient,
+# so what matters is the rate relative to the entries it moves. Measured on SmolLM2
+# (RMS 0.136) and SST-2: prompt 3e-2 and low-rank 1e-4 gave DePT 0.867 dev accuracy vs
+# 0.842 for PT; the paper's low-rank 3e-3 swamped the embeddings (chance accuracy).
+PROMPT_LR_PER_RMS = 0.22
+LOWRANK_LR_PER_RMS = 7.4e-4
+
+
+def opt(default, help: str, *aliases: str, choices=None):
+    return field(default=default, metadata={"help": help, "aliases": aliases, "choices": choices})
+
+
+@dataclass
+class TrainOptions:
+    # --- what to train ---
+    model_name_or_path: str = opt("smollm2-135m", "base model: hub name, local folder, or packaged alias "
+                                  "(smollm2-135m, minilm-l6)", "model")
+    task: str = opt("demo", "task name (see `dept tasks`)", "task_name")
+    data_dir: str | None = opt(None, "folder of the task's official files (suite or task folder)")
+    from_hub: bool = opt(False, "load the task from the Hugging Face hub instead of data_dir")
+    output_dir: str = opt("runs/dept", "where the adapter, results.json, metrics.jsonl, curves.png go")
+    method: str = opt("dept", "dept, pt (vanilla prompt tuning), lora (PEFT), full (all weights)",
+                      choices=METHODS)
+    # --- the adapter ---
+    prompt_length: int | None = opt(None, "DePT's m (default: 60, or the vanilla length for pt)",
+                                    "prefix_length", "num_virtual_tokens")
+    r: int | None = opt(None, "rank of the low-rank pair (default: solved from the budget of "
+                        "vanilla_length)", "rank")
+    vanilla_length: int = opt(100, "l: the vanilla PT length whose parameter budget DePT matches")
+    alpha: float = opt(8.0, "numerator of the update's scale (scale = alpha/sqrt(r))", "lora_alpha")
+    scaling: str = opt("sqrt", "sqrt: alpha/sqrt(r) as the reference; linear: alpha/r", choices=("sqrt", "linear"))
+    prompt_init: str = opt("text", "text, vocab or random", choices=("text", "vocab", "random"))
+    init_text: str = opt("Classify this text is positive or not:", "init text for prompt_init=text",
+                         "prompt_tuning_init_text")
+    init_from: str | None = opt(None, "start from a source-task adapter folder (transfer)", "peft_model_id")
+    lora_r: int = opt(8, "method=lora: LoRA rank")
+    lora_alpha_baseline: int = opt(16, "method=lora: LoRA alpha")
+    # --- data ---
+    max_seq_length: int = opt(256, "s: maximum input length; longer inputs are truncated", "max_length")
+    max_target_length: int = opt(16, "maximum target tokens")
+    pad_to_max_length: bool = opt(False, "pad every input to max_seq_length (reference policy; slower)")
+    protocol: str = opt("paper", "paper: the paper's splits; official: the files' own splits",
+                        choices=("paper", "official"))
+    target_words: str = opt("natural", "natural label words or the reference's label indices",
+                            choices=("natural", "index"))
+    k_shot_examples: int | None = opt(None, "train on k examples per class (few-shot)", "k_shot_example")
+    max_train_samples: int | None = opt(None, "cap the training set (debugging, CPU budgets)")
+    max_eval_samples: int | None = opt(None, "cap the validation and test sets")
+    # --- optimisation ---
+    learning_rate: float | None = opt(None, "soft prompt learning rate (default: "
+                                      f"{PROMPT_LR_PER_RMS} x embedding RMS); LoRA/full use it too", "lr")
+    lora_embedding_lr: float | None = opt(None, "low-rank pair learning rate (default: "
+                                          f"{LOWRANK_LR_PER_RMS} x embedding RMS)")
+    head_lr: float = opt(1e-3, "encoder models: learning rate of the classification head")
+    weight_decay: float = opt(1e-5, "AdamW weight decay, applied to every trainable tensor")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)")
+    max_steps: int = opt(1000, "optimiser steps")
+    warmup_steps: int | None = opt(None, "linear warm-up steps (default: 6% of max_steps)")
+    per_device_train_batch_size: int = opt(16, "training batch per process", "batch_size")
+    per_device_eval_batch_size: int = opt(32, "evaluation batch per process")
+    gradient_accumulation_steps: int = opt(1, "micro-batches per optimiser step")
+    mixed_precision: str = opt("auto", "auto (bf16 on CUDA where supported, else fp32), no, bf16, fp16",
+                               choices=("auto", "no", "bf16", "fp16"))
+    seed: int = opt(42, "seed for initialisation, data order and splits")
+    # --- evaluation, checkpoints ---
+    decoder: str = opt("rank", "rank: rank classification; generate: greedy generation (the paper)",
+                       choices=("rank", "generate"))
+    eval_steps: int = opt(100, "evaluate on validation every N steps (and at the end)")
+    eval_at_start: bool = opt(True, "evaluate once before training (the 'before' number)")
+    save_steps: int = opt(100, "write a resumable checkpoint every N steps")
+    logging_steps: int = opt(10, "log training loss every N steps")
+    resume: bool = opt(False, "continue from output_dir/checkpoint if present", "resume_from_checkpoint")
+    overwrite_output_dir: bool = opt(False, "start afresh even if output_dir holds a run")
+    no_test: bool = opt(False, "skip the final test-split evaluation")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> dict[str, str]:
+        """Every accepted spelling (name or alias) -> field name."""
+        names = {}
+        for f in fields(cls):
+            names[f.name] = f.name
+            for alias in f.metadata.get("aliases", ()):
+                names[alias] = f.name
+        return names
+
+    @classmethod
+    def from_mapping(cls, data: dict, source: str = "options") -> "TrainOptions":
+        """From a YAML/JSON mapping whose keys are field names or aliases; unknown keys are errors."""
+        names = cls.field_names()
+        unknown = sorted(k for k in data if k not in names)
+        if unknown:
+            raise ValueError(f"{source}: unknown option(s) {unknown}")
+        return cls(**{names[k]: v for k, v in data.items()})
