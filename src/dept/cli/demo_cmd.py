@@ -28,12 +28,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training import TrainOptions, train
+    from ..training import train
 
-    given = options_from_args(args)
-    defaults = TrainOptions()
-    # Demo values, except where the user gave a flag (a field that differs from the default).
-    options = replace(given, **{k: v for k, v in DEMO.items() if getattr(given, k) == getattr(defaults, k)})
+    options = options_from_args(args, defaults=DEMO)
     if options.resume:
         options = replace(options, overwrite_output_dir=False)
     results = train(options)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import types
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -32,12 +31,11 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def add_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) -> None:
+def add_options(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainOptions field (plus aliases); defaults are filled in later."""
+    parser.add_argument("--config", help="YAML file of options (keys as the flags, without --)")
     hints = typing.get_type_hints(TrainOptions)
     for f in fields(TrainOptions):
-        if f.name in exclude:
-            continue
         kind = _value_type(hints[f.name])
         names = [f"--{f.name}"] + [f"--{a}" for a in f.metadata.get("aliases", ())]
         default = None if f.default is MISSING else f.default
@@ -51,9 +49,9 @@ def add_options(parser: argparse.ArgumentParser, exclude: tuple[str, ...] = ()) 
                                 default=argparse.SUPPRESS, help=help_text)
 
 
-def options_from_args(args: argparse.Namespace, exclude: tuple[str, ...] = ()) -> TrainOptions:
-    """YAML config (if any) first, command-line flags over it."""
-    values: dict = {}
+def options_from_args(args: argparse.Namespace, defaults: dict | None = None) -> TrainOptions:
+    """`defaults` first, then the YAML config (if any), then command-line flags over both."""
+    values: dict = dict(defaults or {})
     if getattr(args, "config", None):
         import yaml
 
@@ -65,10 +63,12 @@ def options_from_args(args: argparse.Namespace, exclude: tuple[str, ...] = ()) -
         if not isinstance(loaded, dict):
             raise SystemExit(f"dept: {path}: expected a mapping of option names to values")
         try:
-            values.update(TrainOptions.from_mapping(loaded, source=str(path)).to_dict())
+            TrainOptions.from_mapping(loaded, source=str(path))  # validates names and types
         except (ValueError, TypeError) as err:
             raise SystemExit(f"dept: {err}")
-    names = {f.name for f in fields(TrainOptions)} - set(exclude)
+        spelling = TrainOptions.field_names()
+        values.update({spelling[k]: v for k, v in loaded.items()})
+    names = {f.name for f in fields(TrainOptions)}
     values.update({k: v for k, v in vars(args).items() if k in names})
     return TrainOptions(**values)
 
@@ -76,7 +76,6 @@ def options_from_args(args: argparse.Namespace, exclude: tuple[str, ...] = ()) -
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train DePT (or pt, lora, full) on a task",
                                    description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML file of options (keys as the flags, without --)")
     add_options(parser)
     parser.set_defaults(func=run)
 
