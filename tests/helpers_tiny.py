@@ -34,6 +34,12 @@ def tiny_base(family: str, *, vocab: int = VOCAB, d: int = D, seed: int = 0, dty
                           num_heads=4, dropout_rate=0.0, pad_token_id=PAD, decoder_start_token_id=PAD,
                           eos_token_id=1)
         model = T5ForConditionalGeneration(config)
+        # T5's own init makes a tiny random decoder repeat one token forever, which would let
+        # a broken KV cache pass the generation tests; unit-normal weights generate varied text.
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() == 2:
+                    p.normal_(0.0, 1.0)
     elif family == "causal":
         config = LlamaConfig(vocab_size=vocab, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=2,
                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,

@@ -78,10 +78,12 @@ class DeptConfig:
             if not ok:
                 raise ConfigError(f"DeptConfig.{name}: {message}")
 
+        def integer(value: Any) -> bool:  # bool is an int subclass, but True is no size
+            return isinstance(value, int) and not isinstance(value, bool)
+
         for name in ("num_virtual_tokens", "rank", "max_length"):
             value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool), name,
-                 f"must be an integer, got {value!r}")
+            need(integer(value), name, f"must be an integer, got {value!r}")
             need(value >= 0, name, f"must be >= 0, got {value}")
         need(self.max_length > 0, "max_length", "must be > 0 (it is s, the maximum input length)")
         need(self.num_virtual_tokens > 0 or self.rank > 0, "num_virtual_tokens",
@@ -91,19 +93,23 @@ class DeptConfig:
         if hidden_size is not None:
             need(self.rank <= hidden_size, "rank",
                  f"rank {self.rank} exceeds the model's hidden size {hidden_size}")
-        need(isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha > 0,
+        need(isinstance(self.alpha, (int, float)) and not isinstance(self.alpha, bool)
+             and math.isfinite(self.alpha) and self.alpha > 0,
              "alpha", f"must be a positive number, got {self.alpha!r}")
         need(self.scaling in SCALINGS, "scaling", f"must be one of {SCALINGS}, got {self.scaling!r}")
         need(self.prompt_init in PROMPT_INITS, "prompt_init",
              f"must be one of {PROMPT_INITS}, got {self.prompt_init!r}")
+        need(isinstance(self.init_text, str), "init_text", f"must be a string, got {self.init_text!r}")
         need(self.prompt_init != "text" or bool(self.init_text.strip()), "init_text",
              "must be non-empty when prompt_init='text'")
         need(self.on_overflow in OVERFLOW_POLICIES, "on_overflow",
              f"must be one of {OVERFLOW_POLICIES}, got {self.on_overflow!r}")
-        need(self.num_labels is None or (isinstance(self.num_labels, int) and self.num_labels >= 1),
+        need(self.num_labels is None or (integer(self.num_labels) and self.num_labels >= 1),
              "num_labels", f"must be None or an integer >= 1, got {self.num_labels!r}")
         need(self.head_pooling in POOLINGS, "head_pooling",
              f"must be one of {POOLINGS}, got {self.head_pooling!r}")
+        need(self.seed is None or integer(self.seed), "seed", f"must be None or an integer, got {self.seed!r}")
+        need(isinstance(self.task, dict), "task", f"must be a dict of task metadata, got {self.task!r}")
 
     def trainable_params(self, hidden_size: int) -> int:
         """Parameters of the prompt and the pair: m·d + (s + d)·r (the head is extra)."""
