@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from test_tasks_files import write_jsonl, write_mrqa, write_qqp, write_superglue_extra, write_tsv
+from test_tasks_files import multirc_passages, write_jsonl, write_mrqa, write_qqp, write_tsv
 
 from dept.tasks import TaskDataError, TaskError, find_tasks, get_task, load_task
 
@@ -82,15 +82,14 @@ def test_missing_key_and_wrong_type(tmp_path):
     assert "line 1: field 'hypothesis' should be str, found int 3" in error_of("cb", "train", tmp_path)
 
 
-def test_multirc_missing_nested_label(tmp_path):
-    write_superglue_extra(tmp_path)
-    bad = json.loads((tmp_path / "MultiRC" / "train.jsonl").read_text().splitlines()[1])
-    del bad["passage"]["questions"][0]["answers"][1]["label"]
-    (tmp_path / "MultiRC" / "train.jsonl").write_text("{}\n".format(json.dumps({"idx": 5, "passage": {}})))
+def test_multirc_missing_nested_keys(tmp_path):
+    write_jsonl(tmp_path / "MultiRC" / "train.jsonl", [{"idx": 5, "passage": {}}])
     assert "MultiRC/train.jsonl, line 1: expected passage.text to be a str" in error_of(
         "multirc", "train", tmp_path)
-    write_jsonl(tmp_path / "MultiRC" / "train.jsonl", [bad])
-    assert "line 1: missing key passage.questions[0].answers[1].label" in error_of(
+    passage = multirc_passages()[1]
+    del passage["passage"]["questions"][0]["answers"][1]["label"]
+    write_jsonl(tmp_path / "MultiRC" / "train.jsonl", [multirc_passages()[0], passage])
+    assert "line 2: missing key passage.questions[0].answers[1].label" in error_of(
         "multirc", "train", tmp_path)
 
 

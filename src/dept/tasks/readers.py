@@ -37,7 +37,11 @@ def read_file(spec: TaskSpec, path: Path) -> list[Record]:
 
 def _text(path: Path) -> str:
     try:
-        raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+        if path.suffix == ".gz":
+            with gzip.open(path) as f:
+                raw = f.read()
+        else:
+            raw = path.read_bytes()
     except (OSError, EOFError) as err:  # a truncated or non-gzip .gz file
         raise TaskDataError(f"cannot read file: {err}", path) from None
     try:
@@ -158,7 +162,7 @@ def read_jsonl(spec: TaskSpec, path: Path) -> Iterator[Record]:
 
 def _need(obj: Any, key: str, kind: type, path: Path, where: Any, inside: str) -> Any:
     value = obj.get(key, _MISSING) if isinstance(obj, dict) else _MISSING
-    if value is _MISSING or not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+    if value is _MISSING or not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         raise TaskDataError(f"expected {inside}{key} to be a {kind.__name__}", path, where)
     return value
 
