@@ -60,6 +60,14 @@ def solve_budget(vanilla_length: int, max_length: int, hidden_size: int, *,
         if not 0 <= prompt_length <= l:
             raise BudgetError(f"prompt_length must be in [0, {l}] (the vanilla length), got {prompt_length}")
         m, r = prompt_length, (budget - prompt_length * d) // (s + d)
+    # A (s x r) and B (r x d) cannot have rank above min(s, d): DeptConfig would refuse the shape.
+    if r > min(s, d):
+        fix = f"give a rank <= {min(s, d)}" if rank is not None else \
+            f"prompt_length {m} leaves budget for rank {r}: give a larger prompt_length"
+        raise BudgetError(f"rank {r} exceeds min(max_length, hidden_size) = {min(s, d)}; {fix}")
+    if m == 0 and r == 0:
+        raise BudgetError(f"the budget l·d = {budget} is below one rank's cost (s+d) = {s + d} "
+                          f"and prompt_length is 0: nothing would train")
     used = m * d + (s + d) * r
     return Budget(prompt_length=m, rank=r, max_length=s, hidden_size=d, vanilla_length=l,
                   trainable_params=used, vanilla_params=budget, exact=used == budget)
