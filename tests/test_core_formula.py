@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers_tiny import D, FAMILIES, dept_config, randomise, tiny_base, tiny_dept, tiny_tokenizer
+from helpers_tiny import one_thread  # noqa: F401  (autouse: one CPU thread per module)
 
 from dept.budget import solve_budget
 from dept.config import DEFAULT_INIT_TEXT
@@ -218,3 +219,19 @@ def test_seeded_init_is_reproducible(init):
     for key, value in one.adapter_state_dict().items():
         assert torch.equal(value, two.adapter_state_dict()[key]), key
     assert not torch.equal(one.adapter_state_dict()["lora_a"], other.adapter_state_dict()["lora_a"])
+
+
+def test_encoder_token_type_ids_follow_their_tokens():
+    """A BERT tokenizer's segments are laid out with the prompt (type 0, inside segment A)."""
+    model = tiny_dept("encoder", m=3, r=2, s=16)
+    ids, types = [2, 17, 42, 3, 8, 99, 3], [0, 0, 0, 0, 1, 1, 1]
+    X = hand_inputs_embeds(model, ids)
+    hand_types = torch.tensor([types[:1] + [0] * 3 + types[1:]])
+    hidden = model.base_model(inputs_embeds=X, token_type_ids=hand_types).last_hidden_state
+    expected = model.dept_adapters["default"].head(hidden.mean(dim=1))
+    got = model(torch.tensor([ids]), token_type_ids=torch.tensor([types])).logits
+    assert torch.allclose(got, expected, atol=ATOL)
+    # Padded with a shorter pair, the row is unchanged.
+    batch = model(torch.tensor([ids, [2, 5, 3, 6, 3, 0, 0]]), torch.tensor([[1] * 7, [1] * 5 + [0] * 2]),
+                  token_type_ids=torch.tensor([types, [0, 0, 0, 1, 1, 0, 0]])).logits
+    assert torch.allclose(batch[:1], expected, atol=ATOL)

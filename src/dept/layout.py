@@ -34,6 +34,7 @@ def insert_prompts(
     prompt_offset: int,
     left_pad: bool,
     labels: Tensor | None = None,
+    token_type_ids: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Lay out each row as [pads?][first `prompt_offset` real tokens][prompt][other real tokens][pads?].
 
@@ -44,9 +45,11 @@ def insert_prompts(
     prompt_offset:  real tokens kept before the prompt (1 keeps an encoder's [CLS] first)
     left_pad:       pads go before the sequence (decoder-only generation needs this)
     labels:         (B, T) long or None; prompt and pad slots get -100
+    token_type_ids: (B, T) long or None (BERT-style segments); prompt and pad slots get 0
 
     Returns inputs_embeds (B, N, d), attention_mask (B, N) long, position_ids (B, N) long
-    (0, 1, ... over attended slots, so left padding does not shift positions), and labels.
+    (0, 1, ... over attended slots, so left padding does not shift positions), and labels and
+    token_type_ids when given, laid out the same way.
     """
     B, T, d = token_embeds.shape
     M = prompts.shape[1]
@@ -82,4 +85,8 @@ def insert_prompts(
     if labels is not None:
         ignore = labels.new_full((B, M + 1), -100)
         out["labels"] = torch.cat([labels, ignore], dim=1)[rows, source]
+    if token_type_ids is not None:
+        # The prompt follows [CLS] inside the first segment, whose type is 0.
+        segments = torch.cat([token_type_ids, token_type_ids.new_zeros(B, M + 1)], dim=1)
+        out["token_type_ids"] = segments[rows, source]
     return out

@@ -158,13 +158,13 @@ class DeptModel(nn.Module):
 
     def prepare_inputs(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
                        labels: Tensor | None = None, source_mask: Tensor | None = None,
-                       adapter_names: Sequence[str] | None = None, left_pad: bool | None = None
-                       ) -> dict[str, Tensor]:
+                       adapter_names: Sequence[str] | None = None, left_pad: bool | None = None,
+                       token_type_ids: Tensor | None = None) -> dict[str, Tensor]:
         """Embed, add the low-rank update by position, insert the prompts: kwargs for the base.
 
-        input_ids, attention_mask, labels, source_mask: (B, T). source_mask marks the
-        input segment that receives the update (decoder-only: the source, not the target);
-        by default every attended token that is not a label is source.
+        input_ids, attention_mask, labels, source_mask, token_type_ids: (B, T). source_mask
+        marks the input segment that receives the update (decoder-only: the source, not the
+        target); by default every attended token that is not a label is source.
         """
         B, T = input_ids.shape
         device = input_ids.device
@@ -212,7 +212,8 @@ class DeptModel(nn.Module):
         if left_pad is None:
             left_pad = self.family.default_padding_side == "left"
         out = insert_prompts(embeds, keep, prompts, lengths, prompt_offset=self.family.prompt_offset,
-                             left_pad=left_pad, labels=labels if self.family.labels_in_input else None)
+                             left_pad=left_pad, labels=labels if self.family.labels_in_input else None,
+                             token_type_ids=token_type_ids)
         if not self._passes_position_ids:
             out.pop("position_ids")
         out["row_adapters"] = row_adapters
@@ -229,12 +230,13 @@ class DeptModel(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
                 *, source_mask: Tensor | None = None, adapter_names: Sequence[str] | None = None,
-                **base_kwargs):
+                token_type_ids: Tensor | None = None, **base_kwargs):
         """Run the base model with DePT applied. Seq2seq models take decoder_input_ids /
         labels as usual; decoder-only labels are (B, T) aligned with input_ids (-100 on the
-        source); encoder labels are (B,) class indices or float scores."""
+        source); encoder labels are (B,) class indices or float scores. token_type_ids (a BERT
+        tokenizer's segments) are laid out with the prompt, so `model(**tokenizer(...))` works."""
         prepared = self.prepare_inputs(input_ids, attention_mask, labels=labels, source_mask=source_mask,
-                                       adapter_names=adapter_names)
+                                       adapter_names=adapter_names, token_type_ids=token_type_ids)
         row_adapters = prepared.pop("row_adapters")
         if self.family.has_head:
             return self._encoder_forward(prepared, labels, row_adapters, **base_kwargs)
