@@ -6,6 +6,7 @@ so the mechanics are tested in milliseconds without any download.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import Tensor
 from transformers import (
@@ -24,6 +25,19 @@ D = 32          # hidden size of every tiny model
 VOCAB = 100
 PAD = 0         # pad token id of every tiny model
 FAMILIES = ("seq2seq", "causal", "encoder")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Run a test module on one CPU thread (import this name to use it).
+
+    Tiny models gain nothing from a second thread, and when other processes share the two
+    cores, idle OpenMP threads spinning for work made this suite 4x slower (58 s vs 15 s).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_base(family: str, *, vocab: int = VOCAB, d: int = D, seed: int = 0, dtype=None):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers_tiny import D, FAMILIES, VOCAB, dept_config, randomise, tiny_base, tiny_dept
+from helpers_tiny import one_thread  # noqa: F401  (autouse: one CPU thread per module)
 from safetensors.torch import load_file, save_file
 from transformers import MistralConfig, MistralForCausalLM
 

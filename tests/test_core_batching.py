@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers_tiny import FAMILIES, dept_config, pad, pad_like, randomise, random_rows, tiny_base, tiny_dept
+from helpers_tiny import one_thread  # noqa: F401  (autouse: one CPU thread per module)
 
 from dept.model import DeptModel, InputTooLongError
 

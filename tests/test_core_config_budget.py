@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from helpers_tiny import D, dept_config, tiny_base
+from helpers_tiny import one_thread  # noqa: F401  (autouse: one CPU thread per module)
 
 from dept.adapter import DeptAdapter
 from dept.budget import BudgetError, solve_budget

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers_tiny import PAD, dept_config, pad, randomise, random_rows, tiny_base, tiny_dept
+from helpers_tiny import one_thread  # noqa: F401  (autouse: one CPU thread per module)
 
 from dept.model import DeptModel
 
