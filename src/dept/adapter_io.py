@@ -92,7 +92,7 @@ def read_adapter_config(directory: str | Path) -> tuple[DeptConfig, dict]:
 
 def _check_base(model: "DeptModel", base: dict, path: Path) -> None:
     facts = base_model_facts(model)
-    for key in ("model_type", "hidden_size", "vocab_size"):
+    for key in ("model_type", "model_family", "hidden_size", "vocab_size"):
         if key in base and base[key] != facts[key]:
             raise AdapterFileError(f"{path}: adapter was trained for {key}={base[key]!r}, "
                                    f"but the base model has {key}={facts[key]!r}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -55,10 +57,24 @@ def _convert_smollm2(target: Path) -> None:
     config._name_or_path = SMOLLM2
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(quantised.state_dict(), strict=True)
-    tmp = target.with_name(target.name + ".partial")
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.replace(target)  # atomic: a killed conversion never leaves a half cache
+    # A folder of our own beside the target: two processes converting at once never mix files.
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        _publish(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Rename a finished folder to `target`, atomically: a killed conversion never leaves a
+    half cache. If another process published first, keep theirs."""
+    try:
+        tmp.replace(target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
 
 
 def resolve(name_or_path: str) -> str:
