@@ -282,7 +282,8 @@ class DeptModel(nn.Module):
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
                  adapter_names: Sequence[str] | None = None, **generate_kwargs) -> Tensor:
         """Generate with the prompt and update applied once, at prefill; later steps reuse
-        the KV cache. Returns only the new tokens, (B, new)."""
+        the KV cache. Returns only the new tokens, (B, new); seq2seq rows start with the
+        decoder's start token, as Hugging Face's generate returns them."""
         if not self.family.generates:
             raise ValueError(f"{self.family.name} models classify; they do not generate")
         prepared = self.prepare_inputs(input_ids, attention_mask, adapter_names=adapter_names,
