@@ -124,6 +124,9 @@ def _bad_folder(kind: str, tmp: Path) -> tuple[Path, str]:
         return _save_from(tiny_base("causal", vocab=120), tmp / kind), "vocab_size=120"
     if kind == "model type":
         return _save_from(_mistral(), tmp / kind), "model_type='mistral'"
+    if kind == "model family":  # same llama weights, attached as an encoder with a head
+        DeptModel(tiny_base("causal"), dept_config("encoder"), family="encoder").save_adapter(tmp / kind)
+        return tmp / kind, "model_family='encoder'"
     if kind == "missing config":
         (good / CONFIG_NAME).unlink()
         return good, "missing"
@@ -169,7 +172,7 @@ def _bad_folder(kind: str, tmp: Path) -> tuple[Path, str]:
     raise ValueError(kind)
 
 
-REFUSALS = ["hidden size", "vocab size", "model type", "missing config", "missing weights", "missing folder",
+REFUSALS = ["hidden size", "vocab size", "model type", "model family", "missing config", "missing weights", "missing folder",
             "garbage weights", "empty weights", "corrupt json", "json not an object", "unknown field",
             "other method", "invalid config value", "wrong field type", "shape mismatch", "missing tensor",
             "name already loaded"]

@@ -172,3 +172,10 @@ def test_cli_budget_text_and_inexact(capsys):
 def test_cli_budget_error_exit_code(capsys):
     assert main(["budget", "-l", "100", "-s", "256", "-d", "768", "-r", "500"]) == 2
     assert "largest rank within budget is 75" in capsys.readouterr().err
+
+
+def test_cli_budget_reads_hidden_size_from_a_model_folder(tmp_path, capsys):
+    tiny_base("causal").config.save_pretrained(tmp_path)
+    assert main(["budget", "-l", "10", "-s", "64", "--model", str(tmp_path), "-r", "2", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["hidden_size"], record["prompt_length"], record["exact"]) == (D, 4, True)

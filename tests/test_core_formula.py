@@ -235,3 +235,12 @@ def test_encoder_token_type_ids_follow_their_tokens():
     batch = model(torch.tensor([ids, [2, 5, 3, 6, 3, 0, 0]]), torch.tensor([[1] * 7, [1] * 5 + [0] * 2]),
                   token_type_ids=torch.tensor([types, [0, 0, 0, 1, 1, 0, 0]])).logits
     assert torch.allclose(batch[:1], expected, atol=ATOL)
+
+
+def test_encoder_regression_head_uses_mse():
+    model = tiny_dept("encoder", m=2, r=2, s=16, num_labels=1)
+    ids = torch.tensor([[2, 5, 6, 7], [2, 8, 9, 0]])
+    mask = (ids != 0).long()
+    out = model(ids, mask, labels=torch.tensor([0.5, -1.0]))
+    assert out.logits.shape == (2, 1)
+    assert torch.allclose(out.loss, F.mse_loss(out.logits.squeeze(-1), torch.tensor([0.5, -1.0])), atol=ATOL)

@@ -3,6 +3,8 @@ devices and dtypes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from helpers_tiny import FAMILIES, dept_config, pad, randomise, random_rows, tiny_base, tiny_dept, tiny_tokenizer
@@ -133,3 +135,24 @@ def test_everything_moves_to_cuda(family):
     assert gpu.dept_adapters["new"].lora_a.device.type == "cuda"
     if family != "encoder":
         assert gpu.generate(ids.cuda(), mask.cuda(), max_new_tokens=2, do_sample=False).device.type == "cuda"
+
+
+def test_cache_publish_keeps_the_first_finished_copy(tmp_path):
+    from dept.pretrained import _publish
+
+    def finished(name: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(name)
+        return folder
+
+    target = tmp_path / "model"
+    _publish(finished("first"), target)
+    assert (target / "config.json").read_text() == "first"
+    _publish(finished("second"), target)  # another process finished too: no error, first stays
+    assert (target / "config.json").read_text() == "first"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "junk").write_text("x")
+    with pytest.raises(OSError):
+        _publish(finished("third"), broken)  # a non-empty folder without config.json is an error
