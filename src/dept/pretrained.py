@@ -59,6 +59,7 @@ def _convert_smollm2(target: Path) -> None:
     plain.load_state_dict(quantised.state_dict(), strict=True)
     # A folder of our own beside the target: two processes converting at once never mix files.
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the cache from other users of a shared one
     try:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
