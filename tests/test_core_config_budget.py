@@ -179,3 +179,16 @@ def test_cli_budget_reads_hidden_size_from_a_model_folder(tmp_path, capsys):
     assert main(["budget", "-l", "10", "-s", "64", "--model", str(tmp_path), "-r", "2", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert (record["hidden_size"], record["prompt_length"], record["exact"]) == (D, 4, True)
+
+
+def test_family_detection():
+    from transformers import GPT2Config
+
+    from dept.families import get_family
+
+    for family in ("seq2seq", "causal", "encoder"):  # T5, Llama, BERT
+        assert get_family(tiny_base(family).config).name == family
+    assert get_family(GPT2Config()).name == "causal"
+    assert get_family("encoder").prompt_offset == 1 and get_family("causal").labels_in_input
+    with pytest.raises(ValueError, match="unknown model family 'rnn'"):
+        get_family("rnn")

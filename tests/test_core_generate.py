@@ -49,6 +49,8 @@ def test_cached_generation_equals_uncached_greedy_loop(family):
     expected = greedy_by_hand(model, source)
     assert generated(model, out) == [expected]
     assert len(set(expected)) > 2  # varied text, so a broken cache would show
+    no_cache = model.generate(torch.tensor([source]), max_new_tokens=STEPS, do_sample=False, use_cache=False)
+    assert generated(model, no_cache) == [expected]
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
