@@ -135,7 +135,7 @@ def test_gradients_reach_only_the_adapter(family):
     assert torch.count_nonzero(adapter.lora_a.grad) == 0
     assert torch.count_nonzero(adapter.prompt.grad) > 0
     if family == "encoder":
-        assert torch.count_nonzero(adapter.head.weight.grad) > 0
+        assert torch.count_nonzero(adapter.head.weight.grad) > 0 and torch.count_nonzero(adapter.head.bias.grad) > 0
     names = [n for n, _ in model.trainable_parameters()]
     assert names and all(n.startswith("dept_adapters.") for n in names)
 

@@ -110,7 +110,6 @@ def test_bf16_base_keeps_float32_adapter():
     labels = torch.where(mask.bool(), ids, -100)
     labels[:, :2] = -100
     out = model(ids, mask, labels=labels)
-    assert out.logits.dtype == torch.bfloat16 or out.logits.dtype == torch.float32
     assert torch.isfinite(out.loss)
     out.loss.backward()
     assert adapter.lora_b.grad.dtype == torch.float32 and _nonzero(adapter.lora_b.grad)
