@@ -43,6 +43,16 @@ def target_log_likelihood(logits: Tensor, labels: Tensor, *, shifted: bool) -> T
     return (picked * (labels != -100)).sum(dim=1)
 
 
+def _target_window(labels: Tensor) -> int:
+    """k such that the last k positions hold every target and the one position before it
+    (whose logits predict the first target token). labels: (B, N), -100 off-target."""
+    N = labels.shape[1]
+    is_target = labels != -100
+    first = torch.where(is_target.any(1), is_target.float().argmax(1).long(),
+                        torch.full_like(labels[:, 0], N))
+    return min(max(N - int(first.min()) + 1, 2), N)
+
+
 class InputTooLongError(ValueError):
     """An input has more real tokens than the adapter's max_length and on_overflow='error'."""
 
@@ -59,6 +69,7 @@ class DeptModel(nn.Module):
         self.active_adapter: str | None = None
         accepted = inspect.signature(base_model.forward).parameters
         self._passes_position_ids = "position_ids" in accepted
+        self._keeps_logits = "logits_to_keep" in accepted
         if config is not None:
             self.add_adapter(adapter_name, config)
 
@@ -230,8 +241,9 @@ class DeptModel(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
                 *, source_mask: Tensor | None = None, adapter_names: Sequence[str] | None = None,
-                token_type_ids: Tensor | None = None, **base_kwargs):
-        """Run the base model with DePT applied. Seq2seq models take decoder_input_ids /
+                token_type_ids: Tensor | None = None, trim_logits: bool = False, **base_kwargs):
+        """Run the base model with DePT applied. `trim_logits` (decoder-only, with labels):
+        compute vocabulary logits only at target positions (same loss, less compute). Seq2seq models take decoder_input_ids /
         labels as usual; decoder-only labels are (B, T) aligned with input_ids (-100 on the
         source); encoder labels are (B,) class indices or float scores. token_type_ids (a BERT
         tokenizer's segments) are laid out with the prompt, so `model(**tokenizer(...))` works."""
@@ -242,7 +254,25 @@ class DeptModel(nn.Module):
             return self._encoder_forward(prepared, labels, row_adapters, **base_kwargs)
         if labels is not None and not self.family.labels_in_input:
             prepared["labels"] = labels
+        if trim_logits and labels is not None and self.family.labels_in_input and self._keeps_logits:
+            return self._causal_forward_on_targets(prepared, **base_kwargs)
         return self.base_model(**prepared, **base_kwargs)
+
+    def _causal_forward_on_targets(self, prepared: dict[str, Tensor], **base_kwargs):
+        """Decoder-only loss with vocabulary logits only where a target is predicted.
+
+        Rows are left-padded, so targets end every row: the last k positions cover them.
+        Projecting only those onto the vocabulary (49k rows for SmolLM2) saves that matmul
+        and its (B, N, V) activation everywhere else. Returns logits (B, k, V).
+        """
+        labels = prepared.pop("labels")                                  # (B, N)
+        N = labels.shape[1]
+        k = _target_window(labels)
+        out = self.base_model(**prepared, logits_to_keep=k, **base_kwargs)
+        logits = out.logits[:, :-1]                                      # (B, k-1, V) predict the next token
+        targets = labels[:, N - k + 1:]                                  # (B, k-1)
+        out.loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        return out
 
     def _encoder_forward(self, prepared: dict[str, Tensor], labels: Tensor | None,
                          row_adapters: list[str], **base_kwargs) -> SequenceClassifierOutput:
@@ -273,10 +303,14 @@ class DeptModel(nn.Module):
         prepared = self.prepare_inputs(input_ids, attention_mask, labels=labels, source_mask=source_mask,
                                        adapter_names=adapter_names)
         prepared.pop("row_adapters")
-        if self.family.labels_in_input:
-            labels = prepared.pop("labels")  # laid out with the prompt
-        logits = self.base_model(**prepared, labels=None if self.family.labels_in_input else labels).logits
-        return target_log_likelihood(logits, labels, shifted=self.family.labels_in_input)
+        if not self.family.labels_in_input:
+            logits = self.base_model(**prepared, labels=labels).logits
+            return target_log_likelihood(logits, labels, shifted=False)
+        labels = prepared.pop("labels")                                  # laid out with the prompt
+        k = _target_window(labels) if self._keeps_logits else labels.shape[1]
+        extra = {"logits_to_keep": k} if self._keeps_logits else {}
+        logits = self.base_model(**prepared, **extra).logits              # (B, k, V)
+        return target_log_likelihood(logits, labels[:, labels.shape[1] - k:], shifted=True)
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,

@@ -133,7 +133,7 @@ def train(options: TrainOptions) -> dict:
             inputs = {k: v.to(accelerator.device) for k, v in collator([splits.train[i] for i in indices]).items()}
             sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
             with sync, accelerator.autocast():
-                loss = model(**inputs).loss / accum
+                loss = model(**inputs, trim_logits=True).loss / accum
                 accelerator.backward(loss)
             step_loss += loss.detach()
         if options.max_grad_norm:

@@ -63,7 +63,8 @@ class HFTunable(nn.Module):
         self.family = family
         self.tokenizer = tokenizer
 
-    def forward(self, input_ids, attention_mask=None, labels=None, source_mask=None, **kwargs):
+    def forward(self, input_ids, attention_mask=None, labels=None, source_mask=None, trim_logits=False,
+                **kwargs):
         return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
 
     @torch.no_grad()
@@ -90,7 +91,8 @@ def build_model(options: TrainOptions, num_labels: int | None, task_meta: dict):
             model.load_adapter(options.init_from)  # transfer: the source task's adapter
             model.dept_adapters["default"].config.task = task_meta
         else:
-            config = dept_config(options, model.hidden_size, num_labels, task_meta)
+            head = num_labels if family.has_head else None  # generative models read text, not a head
+            config = dept_config(options, model.hidden_size, head, task_meta)
             model.add_adapter("default", config)
         return model, tokenizer, family, embedding_rms(base)
 
