@@ -67,7 +67,10 @@ def train(options: TrainOptions) -> dict:
     from transformers import get_linear_schedule_with_warmup
 
     wall_start = time.perf_counter()
-    accelerator = Accelerator(mixed_precision=mixed_precision(options.mixed_precision))
+    # Without an accelerator, Accelerate only takes the multi-process CPU (gloo) path
+    # under torchrun / accelerate launch when told it is on CPU.
+    on_cpu = not torch.accelerator.is_available()
+    accelerator = Accelerator(mixed_precision=mixed_precision(options.mixed_precision), cpu=on_cpu)
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     out = Path(options.output_dir)
     records.prepare_output_dir(out, resume=options.resume, overwrite=options.overwrite_output_dir, is_main=main)
