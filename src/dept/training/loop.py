@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..data import Collator
+from ..data import IGNORE, Collator
 from ..evaluation import evaluate
 from . import records
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
@@ -53,6 +53,12 @@ def load_splits(options: TrainOptions) -> Splits:
     num_labels = len(candidates) if candidates else (1 if spec.kind == "regression" else None)
     meta = {"task": spec.name, "target_words": options.target_words, "decoder": options.decoder}
     return Splits(train, validation, test, meta, num_labels, main_metric(options.task))
+
+
+def loss_weight(labels: torch.Tensor) -> int:
+    """What a batch's mean loss averages over: its target tokens (labels (B, L), -100 elsewhere)
+    or, for an encoder head (labels (B,)), its rows."""
+    return int((labels != IGNORE).sum()) if labels.dim() > 1 else labels.shape[0]
 
 
 def mixed_precision(choice: str) -> str:
@@ -97,6 +103,8 @@ def train(options: TrainOptions) -> dict:
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, model=plain, optimizer=optimizer, scheduler=scheduler, rank=rank)
         log.truncate_after(state["step"])
+    elif options.resume:
+        log.truncate_after(-1)  # killed before its first checkpoint: start afresh, without its lines
 
     def run_eval(split_examples) -> dict[str, float]:
         return evaluate(plain, collator, options.task, split_examples, decoder=options.decoder,
@@ -125,40 +133,54 @@ def train(options: TrainOptions) -> dict:
     progress = tqdm(total=options.max_steps, initial=state["step"], disable=not main, desc="train",
                     dynamic_ncols=True)
     model.train()
-    window_loss, window_start = [], time.perf_counter()
+    # The logging window lives in the state, so a resumed run logs the same losses.
+    state.setdefault("window_losses", [])
+    state.setdefault("window_seconds", 0.0)
     while state["step"] < options.max_steps:
         step = state["step"]
         started = time.perf_counter()
-        step_loss = torch.zeros((), device=accelerator.device)
+        micro_batches = []
         for micro in range(accum):
             start = micro_batch_start(step, micro, rank, batch=batch, world=world, accumulation=accum)
             indices = stream_indices(start, batch, len(splits.train), options.seed)
-            inputs = {k: v.to(accelerator.device) for k, v in collator([splits.train[i] for i in indices]).items()}
+            micro_batches.append({k: v.to(accelerator.device)
+                                  for k, v in collator([splits.train[i] for i in indices]).items()})
+        # Each micro-batch's loss is a mean over its own targets. Weighing it by its share of
+        # all the step's targets (every micro-batch, every process) makes accumulation and N
+        # processes give exactly the large batch's gradient, also when targets differ in length.
+        weights = [loss_weight(b["labels"]) for b in micro_batches]
+        total = accelerator.reduce(torch.tensor(float(sum(weights)), device=accelerator.device),
+                                   reduction="sum").clamp(min=1)
+        step_loss = torch.zeros((), device=accelerator.device)
+        for micro, (inputs, weight) in enumerate(zip(micro_batches, weights)):
             sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
             with sync, accelerator.autocast():
-                loss = model(**inputs, trim_logits=True).loss / accum
-                accelerator.backward(loss)
-            step_loss += loss.detach()
+                loss = model(**inputs, trim_logits=True).loss
+                # DDP averages gradients over processes, hence the factor world.
+                accelerator.backward(loss * (weight * world / total))
+            step_loss += loss.detach() * weight
         if options.max_grad_norm:
             accelerator.clip_grad_norm_(trainable, options.max_grad_norm)
+        lrs = {f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups}  # the rates of this update
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - started
         state["step"] = step + 1
         state["examples"] += global_batch
-        state["train_seconds"] += time.perf_counter() - started
-        window_loss.append(accelerator.reduce(step_loss, reduction="mean").item())
+        state["train_seconds"] += seconds
+        state["window_seconds"] += seconds  # training time only: no evaluation or checkpoint
+        state["window_losses"].append((accelerator.reduce(step_loss, reduction="sum") / total).item())
 
         step = state["step"]
-        lrs = {f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups}
         if step % options.logging_steps == 0 or step == options.max_steps:
-            elapsed = time.perf_counter() - window_start
-            record = {"step": step, "loss": sum(window_loss) / len(window_loss), **lrs,
-                      "examples_per_second": len(window_loss) * global_batch / max(elapsed, 1e-9)}
+            window = state["window_losses"]
+            record = {"step": step, "loss": sum(window) / len(window), **lrs,
+                      "examples_per_second": len(window) * global_batch / max(state["window_seconds"], 1e-9)}
             log.append(record)
             progress.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{record['examples_per_second']:.1f}",
                                  **{k: f"{v:.1e}" for k, v in lrs.items()})
-            window_loss, window_start = [], time.perf_counter()
+            state["window_losses"], state["window_seconds"] = [], 0.0
         progress.update(1)
         if step % options.eval_steps == 0 or step == options.max_steps:
             validate(step)
@@ -166,7 +188,6 @@ def train(options: TrainOptions) -> dict:
         if step % options.save_steps == 0 or step == options.max_steps:
             save_checkpoint(out, model=plain, optimizer=optimizer, scheduler=scheduler, trainer_state=state,
                             rank=rank, is_main=main, barrier=accelerator.wait_for_everyone)
-            window_start = time.perf_counter()
     progress.close()
     results = finish(options, out, plain, splits, state, log, run_eval, main, accelerator)
     if main:
