@@ -84,9 +84,11 @@ def save_checkpoint(output_dir: Path, *, model, optimizer, scheduler, trainer_st
         (staging / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
         (staging / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
         old = output_dir / (CHECKPOINT + ".old")
-        shutil.rmtree(old, ignore_errors=True)
         if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
             final.rename(old)
+        # else .old may be the only complete checkpoint (a run resumed from it): keep it
+        # until the new one is in place.
         staging.rename(final)
         shutil.rmtree(old, ignore_errors=True)
     barrier()

@@ -46,9 +46,10 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop lines a killed run wrote after its last checkpoint: they will be redone."""
+        """On resume, drop lines a killed run wrote after its last checkpoint, and its test
+        line (written at the very end, under the best step): they will be redone."""
         if self.enabled and self.path.is_file():
-            kept = [r for r in self.read() if r["step"] <= step]
+            kept = [r for r in self.read() if r["step"] <= step and r.get("split") != "test"]
             self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
