@@ -82,9 +82,13 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..training import train
+    from ..training.records import OutputDirError
 
     options = options_from_args(args)
-    results = train(options)
+    try:
+        results = train(options)
+    except OutputDirError as err:
+        raise SystemExit(f"dept train: {err}") from None
     if results:
         summary = {k: results[k] for k in ("task", "main_metric", "best_step", "test", "trainable_params",
                                            "train_seconds") if k in results}
