@@ -113,6 +113,17 @@ def run(cmd: list, timeout: float = 240, **kw) -> subprocess.CompletedProcess:
                           env=subprocess_env(), **kw)
 
 
+def write_rte(folder, rows: int = 24) -> None:
+    """A small RTE folder in the official GLUE layout; its two label words tokenise to 2 and 5 tokens."""
+    words = ["cat", "dog", "sun", "rain", "road", "tree", "blue", "cold"]
+    header = "index\tsentence1\tsentence2\tlabel\n"
+    for name, n in (("train.tsv", rows), ("dev.tsv", 8)):
+        lines = [f"{i}\tThe {words[i % 8]} is {words[(3 * i) % 8]} {'and ' * (i % 5)}here.\t"
+                 f"A {words[(i + 1) % 8]}.\t{'entailment' if i % 3 else 'not_entailment'}\n" for i in range(n)]
+        (folder / "RTE").mkdir(parents=True, exist_ok=True)
+        (folder / "RTE" / name).write_text(header + "".join(lines))
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 

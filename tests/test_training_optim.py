@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 from helpers_tiny import one_thread  # noqa: F401  (autouse: one CPU thread per module)
-from helpers_train import bert_dir, dept_cli, final_tensors, llama_dir, max_abs_diff, read_jsonl  # noqa: F401
+from helpers_train import (bert_dir, dept_cli, final_tensors, llama_dir, max_abs_diff, read_jsonl,  # noqa: F401
+                           write_rte)
 
 from dept.training.methods import build_model, count_trainable, param_groups, warmup_steps
 from dept.training.options import LOWRANK_LR_PER_RMS, PROMPT_LR_PER_RMS, TrainOptions
@@ -152,17 +153,6 @@ def test_schedule_warms_up_then_decays_linearly_to_zero(llama_dir, tmp_path, war
     assert peak["step"] == w + 1 and peak["lr_prompt"] == pytest.approx(0.05)
     assert linear_schedule(steps, w, steps) == 0.0  # reaches 0 where training stops
     assert logged[-1]["lr_prompt"] == pytest.approx(0.05 / (steps - w))
-
-
-def write_rte(folder, rows: int = 24) -> None:
-    """A small RTE folder in the official GLUE layout; its two label words tokenise to 2 and 5 tokens."""
-    words = ["cat", "dog", "sun", "rain", "road", "tree", "blue", "cold"]
-    header = "index\tsentence1\tsentence2\tlabel\n"
-    for name, n in (("train.tsv", rows), ("dev.tsv", 8)):
-        lines = [f"{i}\tThe {words[i % 8]} is {words[(3 * i) % 8]} {'and ' * (i % 5)}here.\t"
-                 f"A {words[(i + 1) % 8]}.\t{'entailment' if i % 3 else 'not_entailment'}\n" for i in range(n)]
-        (folder / "RTE").mkdir(parents=True, exist_ok=True)
-        (folder / "RTE" / name).write_text(header + "".join(lines))
 
 
 @pytest.mark.parametrize("task", ["demo", "rte"])
