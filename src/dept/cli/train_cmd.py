@@ -13,7 +13,7 @@ import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from ..training.options import TrainOptions
+from ..training.options import TrainOptions, field_type
 
 
 def _value_type(annotation):
@@ -63,14 +63,33 @@ def options_from_args(args: argparse.Namespace, defaults: dict | None = None) ->
         if not isinstance(loaded, dict):
             raise SystemExit(f"dept: {path}: expected a mapping of option names to values")
         try:
+            loaded = {k: _yaml_number(k, v) for k, v in loaded.items()}
             TrainOptions.from_mapping(loaded, source=str(path))  # validates names and types
         except (ValueError, TypeError) as err:
-            raise SystemExit(f"dept: {err}")
+            raise SystemExit(f"dept: {path}: {err}" if str(path) not in str(err) else f"dept: {err}")
         spelling = TrainOptions.field_names()
         values.update({spelling[k]: v for k, v in loaded.items()})
     names = {f.name for f in fields(TrainOptions)}
     values.update({k: v for k, v in vars(args).items() if k in names})
-    return TrainOptions(**values)
+    try:
+        return TrainOptions(**values)
+    except ValueError as err:
+        raise SystemExit(f"dept: {err}")
+
+
+def _yaml_number(key: str, value):
+    """A YAML string for a numeric option is read as its flag would be: PyYAML reads `3e-2`
+    (no dot) as the string '3e-2'."""
+    name = TrainOptions.field_names().get(key)
+    if name is None or not isinstance(value, str):
+        return value
+    kind, _ = field_type(name)
+    if kind not in (int, float):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"option {key}: expected {kind.__name__}, got {value!r}") from None
 
 
 def add_parser(subparsers) -> None:
@@ -81,13 +100,15 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..adapter_io import AdapterFileError
+    from ..tasks import TaskError
     from ..training import train
     from ..training.records import OutputDirError
 
     options = options_from_args(args)
     try:
         results = train(options)
-    except OutputDirError as err:
+    except (OutputDirError, AdapterFileError, TaskError) as err:  # a used folder, a bad --init_from, bad data
         raise SystemExit(f"dept train: {err}") from None
     if results:
         summary = {k: results[k] for k in ("task", "main_metric", "best_step", "test", "trainable_params",

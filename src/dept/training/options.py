@@ -7,9 +7,15 @@ other accepted spellings (`--prefix_length`, `--peft_model_id`).
 
 from __future__ import annotations
 
+import functools
+import typing
 from dataclasses import asdict, dataclass, field, fields
 
 METHODS = ("dept", "pt", "lora", "full")
+
+# Options that count steps or examples: 0 would divide by zero or train nothing.
+AT_LEAST_ONE = ("max_steps", "eval_steps", "save_steps", "logging_steps", "per_device_train_batch_size",
+                "per_device_eval_batch_size", "gradient_accumulation_steps", "max_seq_length", "max_target_length")
 
 # Scale-aware default learning rates, as multiples of the RMS of the model's input
 # embeddings: Adam moves each entry by about the learning rate whatever the gradient,
@@ -87,6 +93,30 @@ class TrainOptions:
     overwrite_output_dir: bool = opt(False, "start afresh even if output_dir holds a run")
     no_test: bool = opt(False, "skip the final test-split evaluation")
 
+    def __post_init__(self) -> None:
+        """Refuse a value no run can use, naming the option: YAML files and code do not pass
+        through argparse's type and choice checks (a misspelt `method: loar` would otherwise
+        fall through to full fine-tuning)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind, optional = field_type(f.name)
+            if value is None and optional:
+                continue
+            if kind is bool:
+                ok = isinstance(value, bool)
+            elif kind in (int, float):
+                ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, kind)
+            if not ok:
+                raise ValueError(f"option {f.name}: expected {kind.__name__}{' or null' if optional else ''}, "
+                                 f"got {value!r}")
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise ValueError(f"option {f.name}: must be one of {list(choices)}, got {value!r}")
+            if f.name in AT_LEAST_ONE and value < 1:
+                raise ValueError(f"option {f.name}: must be at least 1, got {value}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -108,3 +138,16 @@ class TrainOptions:
         if unknown:
             raise ValueError(f"{source}: unknown option(s) {unknown}")
         return cls(**{names[k]: v for k, v in data.items()})
+
+
+@functools.cache
+def _hints() -> dict:
+    return typing.get_type_hints(TrainOptions)
+
+
+def field_type(name: str) -> tuple[type, bool]:
+    """(value type, whether None is allowed) of a TrainOptions field: `int | None` -> (int, True)."""
+    hint = _hints()[name]
+    args = typing.get_args(hint)
+    kinds = [a for a in args if a is not type(None)] or [hint]
+    return kinds[0], type(None) in args
