@@ -14,8 +14,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--data_dir", "--data-dir", help="folder of the task's files")
     parser.add_argument("--from_hub", action="store_true", help="load the task from the hub")
     parser.add_argument("--split", default="validation", choices=("train", "validation", "test"))
-    parser.add_argument("--protocol", default="paper", choices=("paper", "official"))
-    parser.add_argument("--seed", type=int, default=42, help="seed of the paper's split protocol")
+    parser.add_argument("--protocol", choices=("paper", "official"),
+                        help="split protocol (default: the one the adapter was trained with, else paper)")
+    parser.add_argument("--seed", type=int, help="seed of the paper's split protocol (default: the "
+                        "adapter's training seed, else 42), so validation is the split training held out")
     parser.add_argument("--decoder", choices=("rank", "generate"), help="default: the adapter's")
     parser.add_argument("--model", help="base model (default: the one named in the adapter)")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -24,17 +26,26 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..adapter_io import AdapterFileError
     from ..evaluation import evaluate
     from ..inference import load_trained
-    from ..tasks import load_task
+    from ..tasks import TaskError, load_task
 
-    loaded = load_trained(args.adapter, args.model)
+    try:
+        loaded = load_trained(args.adapter, args.model)
+    except AdapterFileError as err:
+        raise SystemExit(f"dept eval: {err}")
     task = args.task or loaded.task.get("task")
     if not task:
         raise SystemExit("dept eval: the adapter names no task; pass --task")
     target_words = loaded.task.get("target_words", "natural")
-    examples = load_task(task, args.split, args.data_dir, protocol=args.protocol, seed=args.seed,
-                         target_words=target_words, from_hub=args.from_hub)
+    protocol = args.protocol or loaded.task.get("protocol", "paper")
+    seed = args.seed if args.seed is not None else loaded.task.get("seed", 42)
+    try:
+        examples = load_task(task, args.split, args.data_dir, protocol=protocol, seed=seed,
+                             target_words=target_words, from_hub=args.from_hub)
+    except TaskError as err:
+        raise SystemExit(f"dept eval: {err}")
     if args.max_samples:
         examples = examples[:args.max_samples]
     decoder = args.decoder or loaded.task.get("decoder", "rank")

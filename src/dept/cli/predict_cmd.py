@@ -44,6 +44,7 @@ def read_sources(stream, name: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..adapter_io import AdapterFileError
     from ..evaluation import predict
     from ..inference import load_trained
 
@@ -55,7 +56,10 @@ def run(args: argparse.Namespace) -> int:
                 sources = read_sources(f, args.input)
         except OSError as err:
             raise SystemExit(f"dept predict: cannot read {args.input}: {err.strerror}")
-    loaded = load_trained(args.adapter, args.model)
+    try:
+        loaded = load_trained(args.adapter, args.model)
+    except AdapterFileError as err:
+        raise SystemExit(f"dept predict: {err}")
     candidates = None
     task = loaded.task.get("task")
     if task:

@@ -51,7 +51,10 @@ def load_splits(options: TrainOptions) -> Splits:
         validation, test = validation[:options.max_eval_samples], test[:options.max_eval_samples]
     candidates = candidate_targets(options.task, options.target_words)
     num_labels = len(candidates) if candidates else (1 if spec.kind == "regression" else None)
-    meta = {"task": spec.name, "target_words": options.target_words, "decoder": options.decoder}
+    # Saved with the adapter: `dept eval` rebuilds the same splits (the paper's protocol
+    # splits with the seed) and decodes the same way.
+    meta = {"task": spec.name, "target_words": options.target_words, "decoder": options.decoder,
+            "protocol": options.protocol, "seed": options.seed}
     return Splits(train, validation, test, meta, num_labels, main_metric(options.task))
 
 
