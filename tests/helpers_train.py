@@ -148,3 +148,16 @@ def adapter_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
 def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert set(a) == set(b)
     return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+_RUNS: dict[tuple, Path] = {}
+
+
+def trained_run(model_dir: Path, tmp_path_factory, *extra) -> Path:
+    """The output folder of `dept train --model model_dir QUICK... extra`, trained once per session."""
+    key = (str(model_dir), *map(str, extra))
+    if key not in _RUNS:
+        out = tmp_path_factory.mktemp("run")
+        dept_cli("train", "--model", model_dir, *QUICK, "--output_dir", out, "--logging_steps", 2, *extra)
+        _RUNS[key] = out
+    return _RUNS[key]
