@@ -231,6 +231,57 @@ def test_init_from_an_adapter_of_another_model_is_a_clear_error(t5_dir, source_a
     assert str(err.value.code).startswith("dept train: ") and "trained for" in str(err.value.code)
 
 
+def test_init_from_keeps_the_source_adapters_input_length(llama_dir, tmp_path):
+    """The source adapter's s (12 here) decides truncation, not --max_seq_length (default 256): the model
+    would otherwise drop every token past the 12th, the decoder-only cue "Label:" included."""
+    from dept.data import Collator
+    from dept.tasks import load_task
+    from dept.training.stream import stream_indices
+
+    model = DeptModel.from_pretrained(str(llama_dir), DeptConfig(num_virtual_tokens=4, rank=2, max_length=12,
+                                                                 prompt_init="random", seed=3))
+    with torch.no_grad():
+        model.dept_adapters["default"].lora_b.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
+    model.save_adapter(tmp_path / "short", task="demo", target_words="natural", decoder="rank")
+    out = tmp_path / "o"
+    dept_cli("train", "--model", llama_dir, "--task", "demo", "--output_dir", out, "--init_from", tmp_path / "short",
+             "--max_steps", 1, "--eval_steps", 1, "--logging_steps", 1, "--max_eval_samples", 4,
+             "--per_device_train_batch_size", 4)
+    # the first step's loss, by hand: its 4 examples, cut to the adapter's 12 tokens
+    train = load_task("demo", "train")
+    batch = Collator(model.tokenizer, model.family, 12)([train[i] for i in stream_indices(0, 4, len(train), 42)])
+    assert max(int(m.sum()) for m in batch["source_mask"]) == 12  # some inputs were cut
+    with torch.no_grad():
+        by_hand = model(**batch).loss.item()
+    (logged,) = [x["loss"] for x in read_jsonl(out / "metrics.jsonl") if "loss" in x]
+    assert logged == pytest.approx(by_hand, rel=1e-5)
+
+
+def write_cb(folder) -> None:
+    """A small SuperGLUE CB folder (3 classes)."""
+    labels = ["entailment", "contradiction", "neutral"]
+    (folder / "CB").mkdir(parents=True)
+    for name, n in (("train.jsonl", 12), ("val.jsonl", 8)):
+        rows = [{"premise": f"The {i} cats sat on the mat.", "hypothesis": f"There are {i % 4} cats.",
+                 "label": labels[i % 3], "idx": i} for i in range(n)]
+        (folder / "CB" / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_init_from_an_encoder_adapter_of_another_label_set_starts_a_new_head(bert_dir, tmp_path_factory, tmp_path):
+    source = trained_run(bert_dir, tmp_path_factory)  # demo: 2 classes
+    write_cb(tmp_path / "superglue")
+    out = tmp_path / "cb"
+    dept_cli("train", "--model", bert_dir, "--task", "cb", "--data_dir", tmp_path / "superglue", "--output_dir", out,
+             "--init_from", source, "--learning_rate", 0, "--lora_embedding_lr", 0, "--head_lr", 0.01,
+             "--max_steps", 2, "--eval_steps", 2, "--per_device_train_batch_size", 4)
+    assert json.loads((out / "adapter_config.json").read_text())["num_labels"] == 3
+    before, after = adapter_tensors(source), adapter_tensors(out)
+    assert after["head.weight"].shape == (3, D) and after["head.bias"].shape == (3,)
+    for name in ("prompt", "lora_a", "lora_b"):
+        assert torch.equal(after[name], before[name])  # transferred (and not moved at rate 0)
+    assert 0 <= results(out)["test"]["accuracy"] <= 1
+
+
 def test_k_shot_trains_on_k_examples(llama_dir, tmp_path):
     out = tmp_path / "k"
     dept_cli("train", "--model", llama_dir, *QUICK, "--output_dir", out, "--k_shot_examples", 6, "--max_steps", 3,

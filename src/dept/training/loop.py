@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..data import IGNORE, Collator
 from ..evaluation import evaluate
+from ..model import DeptModel
 from . import records
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from .methods import build_model, count_trainable, param_groups, save_trained, warmup_steps
@@ -90,7 +91,10 @@ def train(options: TrainOptions) -> dict:
     model, tokenizer, family, rms = build_model(options, splits.num_labels, splits.task_meta)
     if family.has_head and splits.num_labels is None:
         raise ValueError(f"task {options.task!r} has no classes or score for an encoder head")
-    collator = Collator(tokenizer, family, options.max_seq_length, max_target_length=options.max_target_length,
+    # s: an --init_from adapter brings its own (longer inputs would lose their ends, cue included).
+    max_length = (model.dept_adapters[model.active_adapter].config.max_length if isinstance(model, DeptModel)
+                  else options.max_seq_length)
+    collator = Collator(tokenizer, family, max_length, max_target_length=options.max_target_length,
                         pad_to_max_length=options.pad_to_max_length)
     groups = param_groups(model, options, rms)
     optimizer = torch.optim.AdamW(groups)

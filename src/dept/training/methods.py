@@ -19,10 +19,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..adapter import DeptAdapter
 from ..budget import solve_budget
 from ..config import DeptConfig
 from ..families import Family
-from ..model import DeptModel, target_log_likelihood
+from ..model import DeptModel
+from ..scoring import target_log_likelihood
 from .options import LOWRANK_LR_PER_RMS, PROMPT_LR_PER_RMS, TrainOptions
 
 
@@ -88,8 +90,10 @@ def build_model(options: TrainOptions, num_labels: int | None, task_meta: dict):
         base, tokenizer, family = load_base(options.model_name_or_path)
         model = DeptModel(base, tokenizer=tokenizer, family=family.name)
         if options.init_from:
-            model.load_adapter(options.init_from)  # transfer: the source task's adapter
-            model.dept_adapters["default"].config.task = task_meta
+            adapter = model.load_adapter(options.init_from)  # transfer: the source task's adapter
+            adapter.config.task = task_meta
+            if family.has_head and num_labels and adapter.config.num_labels != num_labels:
+                new_head(adapter, num_labels, options.seed)
         else:
             head = num_labels if family.has_head else None  # generative models read text, not a head
             config = dept_config(options, model.hidden_size, head, task_meta)
@@ -121,6 +125,20 @@ def build_model(options: TrainOptions, num_labels: int | None, task_meta: dict):
         base = get_peft_model(base, LoraConfig(task_type=task_type, r=options.lora_r,
                                                lora_alpha=options.lora_alpha_baseline, lora_dropout=0.0))
     return HFTunable(base, family, tokenizer), tokenizer, family, rms
+
+
+def new_head(adapter: DeptAdapter, num_labels: int, seed: int) -> None:
+    """Transfer between tasks with different classes: keep the source's prompt and pair, start
+    a new head for the target's classes (initialised as DeptAdapter.initialise does)."""
+    old = adapter.head
+    weight = torch.empty(num_labels, old.in_features)
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=torch.Generator().manual_seed(seed))
+    head = nn.Linear(old.in_features, num_labels).to(device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.zero_()
+    adapter.head = head
+    adapter.config.num_labels = num_labels
 
 
 def param_groups(model: nn.Module, options: TrainOptions, rms: float) -> list[dict]:
