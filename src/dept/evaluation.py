@@ -56,8 +56,14 @@ def predict(model, collator: Collator, examples: Sequence[ExampleLike], *, decod
 
 
 def _predict_rank(model, collator: Collator, chunk, candidates, device) -> list[str]:
-    batch = _to_device(collator.scoring_batch(chunk, candidates), device)
-    scores = model.score(**batch).view(len(chunk), len(candidates))  # (B, C)
+    if hasattr(model, "score_candidates"):
+        # DePT: the source is encoded once and shared by every candidate.
+        batch = _to_device(collator.source_batch(chunk), device)
+        scores = model.score_candidates(batch["input_ids"], batch["attention_mask"],
+                                        [collator.target_ids(c) for c in candidates])
+    else:
+        batch = _to_device(collator.scoring_batch(chunk, candidates), device)
+        scores = model.score(**batch).view(len(chunk), len(candidates))  # (B, C)
     return [candidates[i] for i in scores.argmax(dim=1).tolist()]
 
 

@@ -26,31 +26,10 @@ from .adapter import DeptAdapter
 from .config import DeptConfig
 from .families import Family, get_family
 from .layout import insert_prompts, real_token_positions
+from .scoring import target_log_likelihood, target_window
 
 ADAPTER_PREFIX = "dept_adapters."
 DEFAULT_ADAPTER = "default"
-
-
-def target_log_likelihood(logits: Tensor, labels: Tensor, *, shifted: bool) -> Tensor:
-    """Sum over target tokens of log p(token): logits (B, L, V), labels (B, L) with -100 elsewhere.
-
-    shifted=True for decoder-only models, whose logits at t predict the token at t + 1.
-    """
-    if shifted:
-        logits, labels = logits[:, :-1], labels[:, 1:]
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-    picked = log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, L)
-    return (picked * (labels != -100)).sum(dim=1)
-
-
-def _target_window(labels: Tensor) -> int:
-    """k such that the last k positions hold every target and the one position before it
-    (whose logits predict the first target token). labels: (B, N), -100 off-target."""
-    N = labels.shape[1]
-    is_target = labels != -100
-    first = torch.where(is_target.any(1), is_target.float().argmax(1).long(),
-                        torch.full_like(labels[:, 0], N))
-    return min(max(N - int(first.min()) + 1, 2), N)
 
 
 class InputTooLongError(ValueError):
@@ -267,7 +246,7 @@ class DeptModel(nn.Module):
         """
         labels = prepared.pop("labels")                                  # (B, N)
         N = labels.shape[1]
-        k = _target_window(labels)
+        k = target_window(labels)
         out = self.base_model(**prepared, logits_to_keep=k, **base_kwargs)
         logits = out.logits[:, :-1]                                      # (B, k-1, V) predict the next token
         targets = labels[:, N - k + 1:]                                  # (B, k-1)
@@ -307,10 +286,18 @@ class DeptModel(nn.Module):
             logits = self.base_model(**prepared, labels=labels).logits
             return target_log_likelihood(logits, labels, shifted=False)
         labels = prepared.pop("labels")                                  # laid out with the prompt
-        k = _target_window(labels) if self._keeps_logits else labels.shape[1]
+        k = target_window(labels) if self._keeps_logits else labels.shape[1]
         extra = {"logits_to_keep": k} if self._keeps_logits else {}
         logits = self.base_model(**prepared, **extra).logits              # (B, k, V)
         return target_log_likelihood(logits, labels[:, labels.shape[1] - k:], shifted=True)
+
+    def score_candidates(self, input_ids: Tensor, attention_mask: Tensor | None,
+                         candidates: Sequence[Sequence[int]], *,
+                         adapter_names: Sequence[str] | None = None) -> Tensor:
+        """(B, C) log-likelihood of each candidate's token ids, the source encoded once (scoring.py)."""
+        from .scoring import score_candidates
+
+        return score_candidates(self, input_ids, attention_mask, candidates, adapter_names=adapter_names)
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
