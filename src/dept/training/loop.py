@@ -97,6 +97,7 @@ def train(options: TrainOptions) -> dict:
     collator = Collator(tokenizer, family, max_length, max_target_length=options.max_target_length,
                         pad_to_max_length=options.pad_to_max_length)
     groups = param_groups(model, options, rms)
+    learning_rates = {g["name"]: g["lr"] for g in groups}  # as resolved (scale-aware defaults)
     optimizer = torch.optim.AdamW(groups)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(options), options.max_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -199,6 +200,7 @@ def train(options: TrainOptions) -> dict:
     results = finish(options, out, plain, splits, state, log, run_eval, main, accelerator)
     if main:
         results["wall_seconds"] = round(time.perf_counter() - wall_start, 2)
+        results["learning_rates"] = learning_rates
         records.write_results(out / records.RESULTS, results)
     return results
 
