@@ -88,12 +88,10 @@ class Collator:
         return tok(target, truncation=True, max_length=self.max_target_length)["input_ids"]
 
     # ----- batches ------------------------------------------------------------------
-    def _pad_length(self, rows: Sequence[Sequence[int]]) -> int | None:
-        return self.max_length if self.pad_to_max_length else None
-
     def _inputs(self, rows: list[list[int]]) -> dict[str, Tensor]:
-        input_ids = pad_rows(rows, self.pad_id, self.side, self._pad_length(rows))
-        attention = pad_rows([[1] * len(r) for r in rows], 0, self.side, self._pad_length(rows))
+        length = self.max_length if self.pad_to_max_length else None  # None: the longest row
+        input_ids = pad_rows(rows, self.pad_id, self.side, length)
+        attention = pad_rows([[1] * len(r) for r in rows], 0, self.side, length)
         return {"input_ids": input_ids, "attention_mask": attention}
 
     def source_batch(self, examples: Sequence[ExampleLike]) -> dict[str, Tensor]:
