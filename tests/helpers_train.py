@@ -39,6 +39,7 @@ def t5_dir(tmp_path_factory) -> Path:
 def bert_dir(tmp_path_factory) -> Path:
     return tiny_model_dir("bert", tmp_path_factory)
 
+
 # `dept train` flags of a run that takes about a second on a tiny model.
 QUICK = ["--task", "demo", "--max_steps", "6", "--eval_steps", "3", "--save_steps", "3",
          "--per_device_train_batch_size", "4", "--max_eval_samples", "16", "--prompt_init", "random"]

@@ -78,7 +78,8 @@ def test_predictions_score_like_eval(rank_run, tmp_path, capsys):
     path.write_text("".join(json.dumps({"source": e.source}) + "\n" for e in examples))
     assert main(["predict", "--adapter", str(rank_run), "--input", str(path), "--batch_size", "5"]) == 0
     predicted = [p["prediction"] for p in predictions(capsys.readouterr().out)]
-    assert compute_metrics("demo", predicted, examples) == {"accuracy": results(rank_run)["best_validation"]["accuracy"]}
+    best = results(rank_run)["best_validation"]
+    assert compute_metrics("demo", predicted, examples) == {"accuracy": best["accuracy"]}
 
 
 @pytest.mark.parametrize("bad, message", [
