@@ -104,3 +104,30 @@ def test_predict_errors_are_one_line(rank_run, tmp_path):
     with pytest.raises(SystemExit) as err:
         main(["predict", "--adapter", str(tmp_path / "none"), "--input", str(tmp_path / "in.jsonl")])
     assert str(err.value.code).startswith("dept predict: ") and "no such adapter folder" in str(err.value.code)
+
+
+def test_a_regression_head_is_read_on_the_tasks_scale():
+    """STS-B scores run 0 to 5: a head's 5.3 means 5. Unclipped, the metrics would take it for an
+    invalid answer and score it as the far end of the scale (0)."""
+    from types import SimpleNamespace
+
+    import torch
+    from helpers_tiny import tiny_dept, tiny_tokenizer
+
+    from dept.data import Collator
+    from dept.evaluation import evaluate, predict
+
+    model = tiny_dept("encoder", num_labels=1)
+    collator = Collator(tiny_tokenizer(), model.family, 16)
+    words = "the movie was wonderful negative positive this text is not".split()
+    examples = [SimpleNamespace(source=" ".join(words[i:i + 4]), target="", label=float(i % 6))
+                for i in range(7)]
+    head = model.dept_adapters["default"].head
+    with torch.no_grad():  # centre the outputs on 5, the top of the scale
+        head.bias.zero_()
+        head.bias.fill_(5.0 - sorted(float(p) for p in predict(model, collator, examples))[3])
+    raw = [float(p) for p in predict(model, collator, examples)]
+    assert max(raw) > 5 and min(raw) < 5  # some past the scale's end
+    clipped = predict(model, collator, examples, score_range=(0.0, 5.0))
+    assert clipped == [f"{min(max(v, 0.0), 5.0):.3f}" for v in raw]
+    assert evaluate(model, collator, "stsb", examples) == compute_metrics("stsb", clipped, examples)

@@ -31,8 +31,10 @@ def _to_device(batch: dict, device) -> dict:
 @torch.no_grad()
 def predict(model, collator: Collator, examples: Sequence[ExampleLike], *, decoder: str = "rank",
             candidates: Sequence[str] | None = None, batch_size: int = 32, max_new_tokens: int = 16,
-            device=None) -> list[str]:
-    """One prediction string per example, in the task's target words."""
+            device=None, score_range: tuple[float, float] | None = None) -> list[str]:
+    """One prediction string per example, in the task's target words. `score_range`: a
+    regression head's outputs are clipped to it (5.02 on a 0-5 scale means 5, not an
+    invalid answer that the metrics would score as the far end of the scale)."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
     device = device or next(model.parameters()).device
@@ -42,7 +44,7 @@ def predict(model, collator: Collator, examples: Sequence[ExampleLike], *, decod
     try:
         for chunk in _batches(list(examples), batch_size):
             if collator.family.has_head:
-                predictions += _predict_head(model, collator, chunk, candidates, device)
+                predictions += _predict_head(model, collator, chunk, candidates, device, score_range)
             elif decoder == "rank" and candidates:
                 predictions += _predict_rank(model, collator, chunk, candidates, device)
             else:
@@ -67,10 +69,13 @@ def _predict_rank(model, collator: Collator, chunk, candidates, device) -> list[
     return [candidates[i] for i in scores.argmax(dim=1).tolist()]
 
 
-def _predict_head(model, collator: Collator, chunk, candidates, device) -> list[str]:
+def _predict_head(model, collator: Collator, chunk, candidates, device, score_range=None) -> list[str]:
     logits = model(**_to_device(collator.source_batch(chunk), device)).logits  # (B, C) or (B, 1)
     if logits.shape[-1] == 1:
-        return [f"{v:.3f}" for v in logits.squeeze(-1).tolist()]
+        scores = logits.squeeze(-1).float()
+        if score_range is not None:
+            scores = scores.clamp(*score_range)
+        return [f"{v:.3f}" for v in scores.tolist()]
     if not candidates:
         return [str(i) for i in logits.argmax(dim=1).tolist()]
     return [candidates[i] for i in logits.argmax(dim=1).tolist()]
@@ -84,5 +89,14 @@ def evaluate(model, collator: Collator, task: str, examples: Sequence[ExampleLik
 
     candidates = candidate_targets(task, target_words)
     predictions = predict(model, collator, examples, decoder=decoder, candidates=candidates,
-                          batch_size=batch_size, max_new_tokens=max_new_tokens, device=device)
+                          batch_size=batch_size, max_new_tokens=max_new_tokens, device=device,
+                          score_range=regression_range(task))
     return compute_metrics(task, predictions, examples)
+
+
+def regression_range(task: str) -> tuple[float, float] | None:
+    """The score scale of a regression task (STS-B: 0 to 5); None for other tasks."""
+    from .tasks import get_task
+
+    spec = get_task(task)
+    return spec.score_range if spec.kind == "regression" else None

@@ -60,16 +60,18 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_trained(args.adapter, args.model)
     except AdapterFileError as err:
         raise SystemExit(f"dept predict: {err}")
-    candidates = None
+    candidates = score_range = None
     task = loaded.task.get("task")
     if task:
+        from ..evaluation import regression_range
         from ..tasks import candidate_targets
 
         candidates = candidate_targets(task, loaded.task.get("target_words", "natural"))
+        score_range = regression_range(task)
     examples = [SimpleNamespace(source=s, target="", label=None) for s in sources]
     predictions = predict(loaded.model, loaded.collator, examples,
                           decoder=args.decoder or loaded.task.get("decoder", "rank"), candidates=candidates,
-                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, score_range=score_range)
     for source, prediction in zip(sources, predictions):
         print(json.dumps({"source": source, "prediction": prediction}))
     return 0
