@@ -80,7 +80,9 @@ def test_encoder_forward_equals_hand_computation_cls_then_prompt():
     ids = [2, 17, 42, 8, 99, 3]  # [CLS]-like first token
     X = hand_inputs_embeds(model, ids)
     hidden = model.base_model(inputs_embeds=X).last_hidden_state[0]           # (1 + m + T - 1, d)
-    logits = adapter.head(hidden.mean(dim=0)).unsqueeze(0)                     # mean pooling, then the head
+    m = adapter.num_virtual_tokens
+    tokens = torch.cat([hidden[:1], hidden[1 + m:]])                           # the input's tokens, not the prompt's
+    logits = adapter.head(tokens.mean(dim=0)).unsqueeze(0)                     # mean pooling, then the head
     out = model(torch.tensor([ids]), labels=torch.tensor([1]))
     assert torch.allclose(out.logits, logits, atol=ATOL)
     assert torch.allclose(out.loss, F.cross_entropy(logits, torch.tensor([1])), atol=ATOL)
@@ -228,7 +230,8 @@ def test_encoder_token_type_ids_follow_their_tokens():
     X = hand_inputs_embeds(model, ids)
     hand_types = torch.tensor([types[:1] + [0] * 3 + types[1:]])
     hidden = model.base_model(inputs_embeds=X, token_type_ids=hand_types).last_hidden_state
-    expected = model.dept_adapters["default"].head(hidden.mean(dim=1))
+    tokens = torch.cat([hidden[:, :1], hidden[:, 1 + 3:]], dim=1)               # pool the input's tokens only
+    expected = model.dept_adapters["default"].head(tokens.mean(dim=1))
     got = model(torch.tensor([ids]), token_type_ids=torch.tensor([types])).logits
     assert torch.allclose(got, expected, atol=ATOL)
     # Padded with a shorter pair, the row is unchanged.

@@ -47,7 +47,7 @@ class DeptConfig:
     num_labels: int | None = None
     """Encoder models only: size of the trainable head (1 = regression). None elsewhere."""
     head_pooling: str = "mean"
-    """Encoder models only: 'mean' over attended positions or 'cls' (first token)."""
+    """Encoder models only: 'mean' over the input's own tokens (not the prompt) or 'cls' (first token)."""
     seed: int | None = None
     """Seed of the adapter's initialisation (A, the random/vocab prompt); None uses torch's state."""
     task: dict[str, Any] = field(default_factory=dict)

@@ -256,7 +256,16 @@ class DeptModel(nn.Module):
     def _encoder_forward(self, prepared: dict[str, Tensor], labels: Tensor | None,
                          row_adapters: list[str], **base_kwargs) -> SequenceClassifierOutput:
         hidden = self.base_model(**prepared, **base_kwargs).last_hidden_state  # (B, N, d)
-        mask = prepared["attention_mask"].unsqueeze(-1).to(hidden.dtype)       # (B, N, 1)
+        # Mean over the input's own tokens, not the prompt's: with m prompt slots and a short
+        # sentence the prompt would otherwise dominate the average (and sentence encoders
+        # such as MiniLM were trained pooling their tokens). Encoders are laid out
+        # [CLS][prompt][rest][pads], so row b's prompt is columns offset .. offset + m_b.
+        offset = self.family.prompt_offset
+        m_rows = torch.tensor([self.dept_adapters[a].num_virtual_tokens for a in row_adapters],
+                              device=hidden.device).unsqueeze(1)                # (B, 1)
+        cols = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)  # (1, N)
+        in_prompt = (cols >= offset) & (cols < offset + m_rows)
+        mask = (prepared["attention_mask"].bool() & ~in_prompt).unsqueeze(-1).to(hidden.dtype)  # (B, N, 1)
         pooled_mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)        # (B, d)
         logits_by_row: list[Tensor | None] = [None] * hidden.shape[0]
         for name, rows in self._groups(row_adapters).items():
