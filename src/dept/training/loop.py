@@ -1,7 +1,8 @@
 """The training loop: setup() -> fit() -> test, on one process or many (Accelerate).
 
-Per optimiser step: gradient_accumulation_steps micro-batches per process, gradients
-all-reduced once (no_sync on the others), clipped, AdamW step, linear schedule step.
+Per optimiser step: gradient_accumulation_steps micro-batches per process, each loss
+weighted by its share of the step's targets (so the update is the large batch's),
+gradients all-reduced once (no_sync on the others), clipped, AdamW step, linear schedule step.
 Every eval_steps the main process scores the validation split with the task's metrics
 and keeps the best adapter; every save_steps all state goes to a resumable checkpoint.
 """
