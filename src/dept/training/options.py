@@ -71,7 +71,8 @@ class TrainOptions:
                                       f"{PROMPT_LR_PER_RMS} x embedding RMS); LoRA/full use it too", "lr")
     lora_embedding_lr: float | None = opt(None, "low-rank pair learning rate (default: "
                                           f"{LOWRANK_LR_PER_RMS} x embedding RMS)")
-    head_lr: float = opt(1e-3, "encoder models: learning rate of the classification head")
+    head_lr: float = opt(1e-2, "encoder models: learning rate of the classification head (1e-2 reached "
+                         "0.61 on SST-2 in 40 MiniLM steps where 1e-3 stayed at 0.50)")
     weight_decay: float = opt(1e-5, "AdamW weight decay, applied to every trainable tensor")
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)")
     max_steps: int = opt(1000, "optimiser steps")
