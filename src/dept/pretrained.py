@@ -106,8 +106,10 @@ def load_base(name_or_path: str, *, family: str | None = None, dtype: torch.dtyp
     config = AutoConfig.from_pretrained(path)
     fam = get_family(family or config)
     model = fam.auto_class.from_pretrained(path, dtype=dtype or torch.float32, **load_kwargs)
-    # Record the name the user gave (a packaged alias stays portable, not a cache path).
-    model.config._name_or_path = name_or_path
+    # Record the name the user gave (a packaged alias stays portable, not a cache path);
+    # a local folder is made absolute so the adapter still finds it from another directory.
+    local = Path(name_or_path)
+    model.config._name_or_path = str(local.resolve()) if local.is_dir() else name_or_path
     model.eval()
     model.requires_grad_(False)
     return model, load_tokenizer(path, fam), fam
