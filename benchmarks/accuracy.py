@@ -57,7 +57,7 @@ MODES = {
     "full": [
         # The question first: DePT vs PT at equal parameters and steps, and LoRA, on the real LM.
         Grid("smollm2-135m", ("sst2",), methods=("dept", "pt", "lora"),
-             options=dict(SMOL, max_seq_length=64, max_steps=100, eval_steps=50, max_eval_samples=872)),
+             options=dict(SMOL, max_seq_length=64, max_steps=100, eval_steps=100, max_eval_samples=300)),
         Grid("minilm-l6", ("sst2", "rte", "cb", "mrpc", "cola", "stsb"),
              options=dict(MINILM, max_steps=200, eval_steps=100, max_eval_samples=300),
              rate_search=((1.2e-2, 4.1e-5), (1.2e-2, 4.1e-4), (4e-2, 4.1e-5))),
