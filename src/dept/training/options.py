@@ -84,7 +84,8 @@ class TrainOptions:
                                choices=("auto", "no", "bf16", "fp16"))
     seed: int = opt(42, "seed for initialisation, data order and splits")
     # --- evaluation, checkpoints ---
-    decoder: str = opt("rank", "rank: rank classification; generate: greedy generation (the paper)",
+    decoder: str = opt("rank", "rank: rank classification (default: as accurate as generation on SST-2, "
+                       "never an invalid label, source encoded once); generate: greedy generation (the paper)",
                        choices=("rank", "generate"))
     eval_steps: int = opt(100, "evaluate on validation every N steps (and at the end)")
     eval_at_start: bool = opt(True, "evaluate once before training (the 'before' number)")
