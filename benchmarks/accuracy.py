@@ -175,7 +175,11 @@ def plot(rows: list[dict], path: Path) -> None:
                 xs.append(j + (i - 1.5) * width)
                 ys.append(match[0]["test_mean"])
                 errs.append(match[0]["test_std"])
-        ax.bar(xs, ys, width, yerr=errs, label=method, capsize=2)
+        if xs:  # a method that was not run gets no legend entry
+            ax.bar(xs, ys, width, yerr=errs, label=method, capsize=2)
+            for x, y in zip(xs, ys):
+                ax.annotate(f"{y:.3f}", (x, y), ha="center", va="bottom", fontsize=7)
+    ax.set_xlim(-0.5, len(groups) - 0.5)
     ax.set_xticks(range(len(groups)), [f"{t}\n{m}" for m, t in groups], fontsize=8)
     ax.set_ylabel("test score (task's main metric)")
     ax.legend(ncol=4, fontsize=8)
