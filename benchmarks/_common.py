@@ -322,7 +322,14 @@ def rss_child(source: str, s: int, setup: Setup, batch_size: int, threads: int) 
     step (lazy init, optimiser state), then report the peak RSS of a second step above the
     RSS just before it (MB). What the OS sees, allocator slack included; noisier than
     peak_tensor_mb."""
+    import warnings
+
+    import transformers
+
     torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore")
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     base, family, pad_id, _ = load_model(source)
     runner = Runner(base, family, setup, s, pad_id)
     batch = make_batch(batch_size, s, base.config.vocab_size)

@@ -120,6 +120,8 @@ def measure_run(source: str, model: str, s: int, batch_size: int, mode: Mode, th
                 continue
             with pool_ctx.Pool(1, maxtasksperchild=1) as pool:  # a fresh process per configuration
                 out["configs"][c.name].update(pool.apply(C.rss_child, (source, s, c, batch_size, threads)))
+                pool.close()
+                pool.join()
     return out
 
 
@@ -171,7 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
             run["summary"] = _report.summarise(run)
             results["runs"].append(run)
             json_path.write_text(json.dumps(results, indent=1))  # partial results survive a crash
-        if mode.padding:
+        if mode.padding and not args.data_dir.is_dir():
+            print(f"no data at {args.data_dir} (set --data-dir or DEPT_SHARED_DATA): padding check skipped")
+        elif mode.padding:
             print(f"[{time.perf_counter() - started:6.0f}s] padding", flush=True)
             tokenizer = C.load_tokenizer(C.SMOLLM2)
             source = C.save_t5("t5-small", work, vocab_size=len(tokenizer))
