@@ -69,6 +69,23 @@ def test_encoder_head_is_its_own_group(bert_dir):
     assert all(g["weight_decay"] == 0.02 for g in groups.values())
 
 
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_baselines_train_the_encoder_head_at_the_head_rate(bert_dir, method):
+    model, options, rms = built(bert_dir, method=method, head_lr=0.004)
+    groups = by_name(param_groups(model, options, rms))
+    assert list(groups) == [method, "head"]
+    head = {n for n, p in model.named_parameters() if id(p) in ids(groups["head"]["params"])}
+    assert head and all("classifier" in n for n in head) and len(head) == 2  # weight and bias
+    assert groups["head"]["lr"] == 0.004 and groups[method]["lr"] == (5e-4 if method == "lora" else 5e-5)
+    grouped = [id(p) for g in groups.values() for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters() if p.requires_grad)
+
+
+def test_decoder_baselines_have_one_group(llama_dir):
+    model, options, rms = built(llama_dir, method="lora")
+    assert [g["name"] for g in param_groups(model, options, rms)] == ["lora"]
+
+
 @pytest.mark.parametrize("kind", ["llama", "bert"])
 def test_groups_cover_every_trainable_tensor_once(kind, llama_dir, bert_dir):
     model, options, rms = built(llama_dir if kind == "llama" else bert_dir)

@@ -141,6 +141,17 @@ def new_head(adapter: DeptAdapter, num_labels: int, seed: int) -> None:
     adapter.config.num_labels = num_labels
 
 
+# Where AutoModelForSequenceClassification keeps its freshly initialised head (PEFT's
+# SEQ_CLS modules_to_save lists the same two).
+HF_HEAD_NAMES = ("classifier", "score")
+
+
+def is_new_head(model: nn.Module, name: str) -> bool:
+    """Whether parameter `name` of a plain or PEFT-wrapped HF encoder is its classification head."""
+    return (isinstance(model, HFTunable) and model.family.has_head
+            and any(part in HF_HEAD_NAMES for part in name.split(".")))
+
+
 def param_groups(model: nn.Module, options: TrainOptions, rms: float) -> list[dict]:
     """AdamW groups. DePT: prompt, low-rank pair and head each at their own rate.
     Weight decay is applied to every group (the reference code passed it nowhere)."""
@@ -151,8 +162,13 @@ def param_groups(model: nn.Module, options: TrainOptions, rms: float) -> list[di
     if options.method in ("lora", "full"):
         lr = options.learning_rate if options.learning_rate is not None else (
             5e-4 if options.method == "lora" else 5e-5)
-        return [{"name": options.method, "params": [p for _, p in trainable], "lr": lr,
-                 "weight_decay": options.weight_decay}]
+        # An encoder's classification head starts from random; at the body's rate it barely
+        # moves in a CPU-sized budget (MiniLM/SST-2, 50 steps: chance). It gets head_lr, as
+        # DePT's and PT's heads do, so the baselines are not handicapped.
+        head = [p for n, p in trainable if is_new_head(model, n)]
+        body = [p for n, p in trainable if not is_new_head(model, n)]
+        return [{"name": name, "params": params, "lr": rate, "weight_decay": options.weight_decay}
+                for name, params, rate in ((options.method, body, lr), ("head", head, options.head_lr)) if params]
     by_role: dict[str, list] = {"prompt": [], "lowrank": [], "head": []}
     for name, param in trainable:
         role = "prompt" if name.endswith(".prompt") else "head" if ".head." in name else "lowrank"
