@@ -5,8 +5,8 @@
 
 Every run is `dept train` in its own process (the real CLI, nothing special-cased), writing
 to benchmarks/runs/<mode>/...; a finished run (results.json present) is not run again, so a
-killed grid resumes where it stopped. `--workers N` runs N at once with the cores shared out. The summary goes to benchmarks/results/accuracy-<mode>.{json,md}
-and a plot to docs/img/accuracy_<mode>.png. Real data is read in place from ../shared/data.
+killed grid resumes where it stopped. `--workers N` runs N at once with the cores shared out.
+The summary goes to benchmarks/results/accuracy-<mode>.{json,md} and a plot to docs/img/accuracy_<mode>.png. Real data is read in place from ../shared/data.
 """
 
 from __future__ import annotations
@@ -71,12 +71,11 @@ MODES = {
              # The scale-aware defaults (0.22 and 7.4e-4 x MiniLM's embedding RMS), the low-rank
              # rate 10x up, and the paper's T5 rates as printed.
              rate_search=((1.2e-2, 4.1e-5), (1.2e-2, 4.1e-4), (3e-1, 1e-4))),
-        # More seeds where they are cheap (short inputs), for the question DePT vs PT.
-        Grid("minilm-l6", ("sst2", "cola"), methods=("dept", "pt"), seeds=(43, 44), options=MINILM_FULL,
-             rates_from=1),
         # Score against m at the same budget (m=60 is the main block's DePT, m=100 is PT).
         Grid("minilm-l6", ("sst2",), methods=("dept",), options=MINILM_FULL, rates_from=1,
              prompt_lengths=(0, 20, 40, 80)),
+        # Two more seeds of the main block.
+        Grid("minilm-l6", GLUE6, seeds=(43, 44), options=MINILM_FULL, rates_from=1),
     ],
 }
 
@@ -189,12 +188,11 @@ def collect(mode: str, grid: Grid) -> dict:
             continue
         metric = result["main_metric"]
         runs.append({"model": grid.model, "task": job.task, "method": job.method, "variant": job.variant,
-                     "seed": job.seed,
-                     "metric": metric, "validation": result["best_validation"][metric],
+                     "seed": job.seed, "metric": metric, "validation": result["best_validation"][metric],
                      "test": result["test"].get(metric), "test_all": result["test"],
                      "trainable_params": result["trainable_params"], "train_seconds": result["train_seconds"],
-                     "best_step": result["best_step"], "steps": result["steps"],
-                     "learning_rates": result.get("learning_rates")})
+                     "wall_seconds": result.get("wall_seconds"), "best_step": result["best_step"],
+                     "steps": result["steps"], "learning_rates": result.get("learning_rates")})
     return {"model": grid.model, "options": grid.options, "rate_search": tried if grid.rate_search else [],
             "dept_rates": rates, "runs": runs}
 
@@ -215,18 +213,20 @@ def summarise(blocks: list[dict]) -> list[dict]:
                      "test_std": statistics.stdev(tests) if len(tests) > 1 else 0.0,
                      "validation_mean": statistics.mean(r["validation"] for r in runs),
                      "trainable_params": runs[0]["trainable_params"],
-                     "train_seconds": statistics.mean(r["train_seconds"] for r in runs)})
+                     "train_seconds": statistics.mean(r["train_seconds"] for r in runs),
+                     "wall_seconds": statistics.mean(r["wall_seconds"] or 0.0 for r in runs)})
     return rows
 
 
 def markdown(rows: list[dict], blocks: list[dict]) -> str:
     lines = ["| model | task | metric | method | trainable params | test (mean ± sd) | validation | "
-             "train s | seeds |", "|---|---|---|---|---:|---:|---:|---:|---:|"]
+             "train s | wall s | seeds |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         test = "–" if r["test_mean"] is None else f"{r['test_mean']:.3f} ± {r['test_std']:.3f}"
         method = f"{r['method']} ({r['variant']})" if r["variant"] else r["method"]
         lines.append(f"| {r['model']} | {r['task']} | {r['metric']} | {method} | {r['trainable_params']:,} | "
-                     f"{test} | {r['validation_mean']:.3f} | {r['train_seconds']:.0f} | {r['seeds']} |")
+                     f"{test} | {r['validation_mean']:.3f} | {r['train_seconds']:.0f} | {r['wall_seconds']:.0f} | "
+                     f"{r['seeds']} |")
     for block in blocks:
         if block["rate_search"]:
             lines += ["", f"DePT rate search on {block['model']} ({block['runs'][0]['task']}, validation):", "",

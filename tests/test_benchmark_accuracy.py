@@ -28,7 +28,7 @@ def finish(job: Job, validation: float, test: float = 0.5) -> None:
     job.out.mkdir(parents=True, exist_ok=True)
     (job.out / "results.json").write_text(json.dumps({
         "main_metric": "accuracy", "best_validation": {"accuracy": validation}, "test": {"accuracy": test},
-        "trainable_params": 10, "train_seconds": 1.0, "best_step": 1, "steps": 1}))
+        "trainable_params": 10, "train_seconds": 1.0, "wall_seconds": 2.0, "best_step": 1, "steps": 1}))
 
 
 def test_dept_waits_for_the_search_then_uses_its_winner(grids):
