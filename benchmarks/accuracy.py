@@ -6,7 +6,9 @@
 Every run is `dept train` in its own process (the real CLI, nothing special-cased), writing
 to benchmarks/runs/<mode>/...; a finished run (results.json present) is not run again, so a
 killed grid resumes where it stopped. `--workers N` runs N at once with the cores shared out.
-The summary goes to benchmarks/results/accuracy-<mode>.{json,md} and a plot to docs/img/accuracy_<mode>.png. Real data is read in place from ../shared/data.
+The summary goes to benchmarks/results/accuracy-<mode>.{json,md}, plots to
+docs/img/accuracy_<mode>.png and accuracy_vs_m_<mode>.png. Real data is read in place from
+../shared/data.
 """
 
 from __future__ import annotations
