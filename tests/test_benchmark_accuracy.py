@@ -77,3 +77,16 @@ def test_a_failed_run_is_reported_and_the_others_still_run(grids, monkeypatch):
     failures = accuracy.run_jobs(jobs, workers=2)
     assert len(failures) == 1 and "m a pt" in failures[0]
     assert [j.task for j in jobs if j.cached() is not None] == ["b"]
+
+
+def test_plots_are_written(tmp_path):
+    def row(method, variant, score, seconds):
+        return {"model": "m", "task": "a", "method": method, "variant": variant, "test_mean": score,
+                "test_std": 0.01, "train_seconds": seconds}
+
+    rows = [row("dept", "", 0.8, 60), row("pt", "", 0.78, 100), row("dept", "m=20", 0.75, 30)]
+    accuracy.plot(rows, tmp_path / "bars.png")
+    assert (tmp_path / "bars.png").stat().st_size > 0
+    assert accuracy.plot_against_m(rows, tmp_path / "m.png") and (tmp_path / "m.png").stat().st_size > 0
+    assert not accuracy.plot_against_m(rows[:2], tmp_path / "none.png")  # no sweep, no plot
+    assert not (tmp_path / "none.png").exists()
