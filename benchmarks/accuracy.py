@@ -14,6 +14,7 @@ docs/img/accuracy_<mode>.png and accuracy_vs_m_<mode>.png. Real data is read in 
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -21,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,7 +223,27 @@ def summarise(blocks: list[dict]) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], blocks: list[dict]) -> str:
+@functools.lru_cache
+def majority_scores(mode: str) -> dict[str, float | None]:
+    """Each task's test score when every test example gets the training split's most frequent
+    target (the first seed's splits, the grid's evaluation cap): the floor a method must beat
+    to have learned anything. None for regression (a constant has no correlation)."""
+    from dept.tasks import compute_metrics, get_task, load_task, main_metric
+
+    scores: dict[str, float | None] = {}
+    for grid in MODES[mode]:
+        for task in grid.tasks:
+            if task in scores or get_task(task).kind == "regression":
+                scores.setdefault(task, None)
+                continue
+            train = load_task(task, "train", DATA, seed=grid.seeds[0])
+            test = load_task(task, "test", DATA, seed=grid.seeds[0])[:grid.options.get("max_eval_samples")]
+            majority = Counter(example.target for example in train).most_common(1)[0][0]
+            scores[task] = compute_metrics(task, [majority] * len(test), test)[main_metric(task)]
+    return scores
+
+
+def markdown(rows: list[dict], blocks: list[dict], majority: dict[str, float | None] | None = None) -> str:
     lines = ["| model | task | metric | method | trainable params | test (mean ± sd) | validation | "
              "train s | wall s | seeds |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -230,6 +252,10 @@ def markdown(rows: list[dict], blocks: list[dict]) -> str:
         lines.append(f"| {r['model']} | {r['task']} | {r['metric']} | {method} | {r['trainable_params']:,} | "
                      f"{test} | {r['validation_mean']:.3f} | {r['train_seconds']:.0f} | {r['wall_seconds']:.0f} | "
                      f"{r['seeds']} |")
+    if majority:
+        lines += ["", "Majority-class floor (every test example given the training split's most frequent "
+                  "label; seed 42's test examples):", "", "| task | floor |", "|---|---:|"]
+        lines += [f"| {task} | {'–' if score is None else f'{score:.3f}'} |" for task, score in sorted(majority.items())]
     for block in blocks:
         if block["rate_search"]:
             lines += ["", f"DePT rate search on {block['model']} ({block['runs'][0]['task']}, validation):", "",
@@ -341,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = run_jobs(searches, args.workers, report)
     failures += run_jobs([job for n in chosen for job in grid_jobs(args.mode, grids[n])], args.workers, report)
     blocks = publish(args.mode, started)
-    print(markdown(summarise(blocks), blocks))
+    print(markdown(summarise(blocks), blocks, majority_scores(args.mode)))
     if failures:
         print("failed runs:\n  " + "\n  ".join(failures))
     return 1 if failures else 0
@@ -351,14 +377,16 @@ def publish(mode: str, started: float) -> list[dict]:
     """Report every finished run of the mode's grid, whichever process ran it."""
     blocks = [b for b in (collect(mode, grid) for grid in MODES[mode]) if b["runs"]]
     rows = summarise(blocks)
+    majority = majority_scores(mode)
     RESULTS.mkdir(parents=True, exist_ok=True)
     IMG.mkdir(parents=True, exist_ok=True)
     record = {"mode": mode, "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
               "runs_done": f"{sum(len(b['runs']) for b in blocks)} of "
                            f"{sum(len(g.tasks) * len(g.methods) * len(g.seeds) for g in MODES[mode])}",
-              "wall_seconds_this_invocation": round(time.time() - started, 1), "summary": rows, "blocks": blocks}
+              "wall_seconds_this_invocation": round(time.time() - started, 1), "summary": rows,
+              "majority_class_floor": majority, "blocks": blocks}
     (RESULTS / f"accuracy-{mode}.json").write_text(json.dumps(record, indent=2) + "\n")
-    (RESULTS / f"accuracy-{mode}.md").write_text(markdown(rows, blocks))
+    (RESULTS / f"accuracy-{mode}.md").write_text(markdown(rows, blocks, majority))
     plot(rows, IMG / f"accuracy_{mode}.png")
     plot_against_m(rows, IMG / f"accuracy_vs_m_{mode}.png")
     return blocks

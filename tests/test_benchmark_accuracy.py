@@ -90,3 +90,16 @@ def test_plots_are_written(tmp_path):
     assert accuracy.plot_against_m(rows, tmp_path / "m.png") and (tmp_path / "m.png").stat().st_size > 0
     assert not accuracy.plot_against_m(rows[:2], tmp_path / "none.png")  # no sweep, no plot
     assert not (tmp_path / "none.png").exists()
+
+
+def test_majority_floor_on_real_data(shared_data, monkeypatch):
+    from dept.tasks import load_task
+
+    monkeypatch.setattr(accuracy, "DATA", shared_data / "glue")
+    monkeypatch.setitem(accuracy.MODES, "floor", [Grid("m", ("rte", "stsb"), options={"max_eval_samples": 100})])
+    floors = accuracy.majority_scores("floor")
+    train = load_task("rte", "train", shared_data / "glue")
+    test = load_task("rte", "test", shared_data / "glue")[:100]
+    majority = max(set(e.label for e in train), key=[e.label for e in train].count)
+    assert floors["rte"] == pytest.approx(sum(e.label == majority for e in test) / 100)
+    assert floors["stsb"] is None
