@@ -265,7 +265,7 @@ def markdown(rows: list[dict], blocks: list[dict], majority: dict[str, float | N
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, majority: dict[str, float | None] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -286,11 +286,16 @@ def plot(rows: list[dict], path: Path) -> None:
         if xs:  # a method that was not run gets no legend entry
             ax.bar(xs, ys, width, yerr=errs, label=method, capsize=2)
             for x, y in zip(xs, ys):
-                ax.annotate(f"{y:.3f}", (x, y), ha="center", va="bottom", fontsize=7)
+                ax.annotate(f"{y:.3f}", (x, y), ha="center", va="bottom", fontsize=6, rotation=90)
+    floors = [(j, (majority or {}).get(task)) for j, (_, task) in enumerate(groups)]
+    for n, (j, floor) in enumerate((j, f) for j, f in floors if f is not None):
+        ax.hlines(floor, j - 0.45, j + 0.45, colors="black", linestyles="dashed", linewidth=1,
+                  label="majority-class floor" if n == 0 else None)
     ax.set_xlim(-0.5, len(groups) - 0.5)
     ax.set_xticks(range(len(groups)), [f"{t}\n{m}" for m, t in groups], fontsize=8)
     ax.set_ylabel("test score (task's main metric)")
-    ax.legend(ncol=4, fontsize=8)
+    ax.legend(ncol=5, fontsize=8, loc="upper left")
+    ax.set_ylim(top=max(r["test_mean"] or 0 for r in rows) * 1.2 + 0.05)  # room for labels and legend
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -387,7 +392,7 @@ def publish(mode: str, started: float) -> list[dict]:
               "majority_class_floor": majority, "blocks": blocks}
     (RESULTS / f"accuracy-{mode}.json").write_text(json.dumps(record, indent=2) + "\n")
     (RESULTS / f"accuracy-{mode}.md").write_text(markdown(rows, blocks, majority))
-    plot(rows, IMG / f"accuracy_{mode}.png")
+    plot(rows, IMG / f"accuracy_{mode}.png", majority)
     plot_against_m(rows, IMG / f"accuracy_vs_m_{mode}.png")
     return blocks
 

@@ -85,7 +85,7 @@ def test_plots_are_written(tmp_path):
                 "test_std": 0.01, "train_seconds": seconds}
 
     rows = [row("dept", "", 0.8, 60), row("pt", "", 0.78, 100), row("dept", "m=20", 0.75, 30)]
-    accuracy.plot(rows, tmp_path / "bars.png")
+    accuracy.plot(rows, tmp_path / "bars.png", majority={"a": 0.5})
     assert (tmp_path / "bars.png").stat().st_size > 0
     assert accuracy.plot_against_m(rows, tmp_path / "m.png") and (tmp_path / "m.png").stat().st_size > 0
     assert not accuracy.plot_against_m(rows[:2], tmp_path / "none.png")  # no sweep, no plot
