@@ -243,9 +243,35 @@ def majority_scores(mode: str) -> dict[str, float | None]:
     return scores
 
 
+def side_by_side(rows: list[dict], majority: dict[str, float | None]) -> list[str]:
+    """One line per (model, task): each method's test mean ± sd (seeds), the majority floor,
+    and DePT's training time relative to PT's."""
+    def cell(r: dict | None) -> str:
+        if r is None or r["test_mean"] is None:
+            return "–"
+        spread = f" ± {r['test_std']:.3f}" if r["seeds"] > 1 else ""
+        return f"{r['test_mean']:.3f}{spread} ({r['seeds']})"
+
+    lines = ["| model | task | metric | floor | " + " | ".join(METHODS) + " | DePT train time / PT |",
+             "|---|---|---|---:|" + "---:|" * len(METHODS) + "---:|"]
+    for model, task in sorted({(r["model"], r["task"]) for r in rows}):
+        by_method = {r["method"]: r for r in rows if (r["model"], r["task"]) == (model, task) and not r["variant"]}
+        if not by_method:
+            continue
+        floor = majority.get(task)
+        dept, pt = by_method.get("dept"), by_method.get("pt")
+        ratio = f"{dept['train_seconds'] / pt['train_seconds']:.2f}" if dept and pt else "–"
+        lines.append(f"| {model} | {task} | {next(iter(by_method.values()))['metric']} | "
+                     f"{'–' if floor is None else f'{floor:.3f}'} | "
+                     + " | ".join(cell(by_method.get(m)) for m in METHODS) + f" | {ratio} |")
+    return lines
+
+
 def markdown(rows: list[dict], blocks: list[dict], majority: dict[str, float | None] | None = None) -> str:
-    lines = ["| model | task | metric | method | trainable params | test (mean ± sd) | validation | "
-             "train s | wall s | seeds |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = side_by_side(rows, majority or {}) + [
+        "", "Every (model, task, method, variant):", "",
+        "| model | task | metric | method | trainable params | test (mean ± sd) | validation | train s | wall s | seeds |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         test = "–" if r["test_mean"] is None else f"{r['test_mean']:.3f} ± {r['test_std']:.3f}"
         method = f"{r['method']} ({r['variant']})" if r["variant"] else r["method"]
