@@ -3,7 +3,7 @@
 PY ?= python3
 PIP := $(PY) -m pip
 
-.PHONY: install demo test bench-quick
+.PHONY: install demo test bench-quick bench-accuracy-quick
 
 install:
 	$(PIP) install -q torch==2.13.0
@@ -19,3 +19,6 @@ test: install
 
 bench-quick: install
 	$(PY) benchmarks/efficiency.py --quick
+
+bench-accuracy-quick: install
+	$(PY) benchmarks/accuracy.py --quick
