@@ -83,6 +83,17 @@ def load_tokenizer(name: str = SMOLLM2):
     return AutoTokenizer.from_pretrained(resolve(name))
 
 
+def quiet_libraries() -> None:
+    """No warnings or progress bars from transformers and friends in benchmark output."""
+    import warnings
+
+    import transformers
+
+    warnings.filterwarnings("ignore")
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def load_model(source: str):
     """(frozen base, family name, pad id, tokenizer or None) from SMOLLM2 or a save_t5 folder."""
     if source == SMOLLM2:
@@ -322,14 +333,8 @@ def rss_child(source: str, s: int, setup: Setup, batch_size: int, threads: int) 
     step (lazy init, optimiser state), then report the peak RSS of a second step above the
     RSS just before it (MB). What the OS sees, allocator slack included; noisier than
     peak_tensor_mb."""
-    import warnings
-
-    import transformers
-
     torch.set_num_threads(threads)
-    warnings.filterwarnings("ignore")
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_libraries()
     base, family, pad_id, _ = load_model(source)
     runner = Runner(base, family, setup, s, pad_id)
     batch = make_batch(batch_size, s, base.config.vocab_size)

@@ -23,7 +23,6 @@ import platform
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import partial
@@ -150,11 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     name = "full" if args.full else "quick"
     mode = MODES[name]
     torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    C.quiet_libraries()
     started = time.perf_counter()
     results = {"mode": name, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "command": f"python benchmarks/efficiency.py --{name}", "machine": machine(args.threads),

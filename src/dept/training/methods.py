@@ -165,8 +165,9 @@ def param_groups(model: nn.Module, options: TrainOptions, rms: float) -> list[di
         # An encoder's classification head starts from random; at the body's rate it barely
         # moves in a CPU-sized budget (MiniLM/SST-2, 50 steps: chance). It gets head_lr, as
         # DePT's and PT's heads do, so the baselines are not handicapped.
-        head = [p for n, p in trainable if is_new_head(model, n)]
-        body = [p for n, p in trainable if not is_new_head(model, n)]
+        head, body = [], []
+        for name, param in trainable:
+            (head if is_new_head(model, name) else body).append(param)
         return [{"name": name, "params": params, "lr": rate, "weight_decay": options.weight_decay}
                 for name, params, rate in ((options.method, body, lr), ("head", head, options.head_lr)) if params]
     by_role: dict[str, list] = {"prompt": [], "lowrank": [], "head": []}
