@@ -134,7 +134,7 @@ class Runner:
         self.model: nn.Module | None = None
         self.prompt: nn.Parameter | None = None
         if setup.kind in ("pt", "dept"):
-            config = DeptConfig(num_virtual_tokens=setup.m, rank=setup.r, max_length=s,
+            config = DeptConfig(prompt_length=setup.m, rank=setup.r, max_length=s,
                                 prompt_init="random", seed=0)
             self.model = DeptModel(base, config, family=family)
             params = [p for _, p in self.model.trainable_parameters()]

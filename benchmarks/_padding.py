@@ -36,8 +36,8 @@ def reference_forward(model: DeptModel, input_ids, attention_mask, labels):
     positions (pads included), prompt concatenated, all columns computed."""
     adapter = model.dept_adapters[model.active_adapter]
     embeds = model.base_model.get_input_embeddings()(input_ids)        # (B, s, d)
-    embeds = embeds + adapter.low_rank_table()[: input_ids.shape[1]]   # (s, d) broadcast over B
-    B, m = input_ids.shape[0], adapter.num_virtual_tokens
+    embeds = embeds + adapter.lowrank_table()[: input_ids.shape[1]]   # (s, d) broadcast over B
+    B, m = input_ids.shape[0], adapter.prompt_length
     x = torch.cat([adapter.prompt.expand(B, -1, -1), embeds], dim=1)   # (B, m + s, d)
     mask = torch.cat([attention_mask.new_ones(B, m), attention_mask], dim=1)
     return model.base_model(inputs_embeds=x, attention_mask=mask, labels=labels)
@@ -49,7 +49,7 @@ def padding_benchmark(base, tokenizer, examples: list, *, batch_size: int, s: in
     batch with the policies interleaved. Returns totals and the columns each computed."""
     d = base.get_input_embeddings().embedding_dim
     r = solve_budget(vanilla_length, s, d, prompt_length=m).rank
-    config = DeptConfig(num_virtual_tokens=m, rank=r, max_length=s, prompt_init="random", seed=0)
+    config = DeptConfig(prompt_length=m, rank=r, max_length=s, prompt_init="random", seed=0)
     model = DeptModel(base, config, family="seq2seq")
     optimizer = torch.optim.AdamW([p for _, p in model.trainable_parameters()], lr=0.3)
     collators = {"dynamic": Collator(tokenizer, SEQ2SEQ, s),

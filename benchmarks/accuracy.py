@@ -57,8 +57,8 @@ class Grid:
 
 
 COMMON = dict(vanilla_length=100, eval_at_start=False, logging_steps=10, per_device_eval_batch_size=32)
-MINILM = dict(COMMON, max_seq_length=128, per_device_train_batch_size=16)
-SMOL = dict(COMMON, max_seq_length=128, per_device_train_batch_size=8)
+MINILM = dict(COMMON, max_length=128, per_device_train_batch_size=16)
+SMOL = dict(COMMON, max_length=128, per_device_train_batch_size=8)
 MINILM_FULL = dict(MINILM, max_steps=200, eval_steps=100, max_eval_samples=300, per_device_train_batch_size=8)
 GLUE6 = ("sst2", "rte", "cb", "mrpc", "cola", "stsb")
 
@@ -70,7 +70,7 @@ MODES = {
     "full": [
         # The question first: DePT vs PT at equal parameters and steps, and LoRA, on the real LM.
         Grid("smollm2-135m", ("sst2",), methods=("dept", "pt", "lora"),
-             options=dict(SMOL, max_seq_length=64, max_steps=100, eval_steps=100, max_eval_samples=300)),
+             options=dict(SMOL, max_length=64, max_steps=100, eval_steps=100, max_eval_samples=300)),
         Grid("minilm-l6", GLUE6, options=MINILM_FULL,
              # The scale-aware defaults (0.22 and 7.4e-4 x MiniLM's embedding RMS), the low-rank
              # rate 10x up, and the paper's T5 rates as printed.

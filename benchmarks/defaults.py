@@ -22,7 +22,7 @@ DATA = Path(os.environ.get("DEPT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RUNS = ROOT / "benchmarks" / "runs" / "defaults"
 RESULTS = ROOT / "benchmarks" / "results"
 TASK, MODEL, EVAL_SAMPLES = "sst2", "smollm2-135m", 200
-TRAIN = dict(max_steps=60, eval_steps=30, save_steps=30, per_device_train_batch_size=8, max_seq_length=64,
+TRAIN = dict(max_steps=60, eval_steps=30, save_steps=30, per_device_train_batch_size=8, max_length=64,
              vanilla_length=40, prompt_length=20, max_eval_samples=EVAL_SAMPLES, eval_at_start=True, no_test=True,
              seed=42, decoder="rank")
 

@@ -80,7 +80,7 @@ def dept_config(family: str, m: int = 3, r: int = 2, s: int = 16, **kw) -> DeptC
     kw.setdefault("seed", 0)
     if family == "encoder":
         kw.setdefault("num_labels", 2)
-    return DeptConfig(num_virtual_tokens=m, rank=r, max_length=s, **kw)
+    return DeptConfig(prompt_length=m, rank=r, max_length=s, **kw)
 
 
 def randomise(model: DeptModel, name: str | None = None, seed: int = 1) -> None:

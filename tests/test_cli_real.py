@@ -53,7 +53,7 @@ def test_smollm2_short_run_on_the_demo_task(tmp_path):
     assert r["steps"] == 2 and r["best_step"] == 2 and 0 <= r["test"]["accuracy"] <= 1
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "smollm2-135m" and config["hidden_size"] == 576
-    m, s, rank = config["num_virtual_tokens"], config["max_length"], config["rank"]
+    m, s, rank = config["prompt_length"], config["max_length"], config["rank"]
     assert r["trainable_params"] == m * 576 + (s + 576) * rank
     assert {k: tuple(v.shape) for k, v in adapter_tensors(out).items()} == {
         "prompt": (m, 576), "lora_a": (s, rank), "lora_b": (rank, 576)}

@@ -36,7 +36,7 @@ def test_writes_adapter_results_metrics_and_curves(run, llama_dir):
     assert config["method"] == "dept" and config["base_model_name_or_path"] == str(llama_dir)
     assert config["task"] == {"task": "demo", "target_words": "natural", "decoder": "rank", "protocol": "paper",
                               "seed": 42}
-    m, r, s = config["num_virtual_tokens"], config["rank"], config["max_length"]
+    m, r, s = config["prompt_length"], config["rank"], config["max_length"]
     assert (m, s, config["prompt_init"]) == (60, 256, "random")
     tensors = adapter_tensors(run)
     assert {k: tuple(v.shape) for k, v in tensors.items()} == {"prompt": (m, D), "lora_a": (s, r), "lora_b": (r, D)}
@@ -94,7 +94,7 @@ def test_yaml_config_with_aliases_and_flags_over_it(llama_dir, tmp_path):
                       f"learning_rate: 3e-2\neval_at_start: false\n")
     dept_cli("train", "--config", config, "--output_dir", tmp_path / "o", "--max_steps", 2)
     options = results(tmp_path / "o")["options"]
-    assert options["model_name_or_path"] == str(llama_dir) and options["prompt_length"] == 5 and options["r"] == 2
+    assert options["model_name_or_path"] == str(llama_dir) and options["prompt_length"] == 5 and options["rank"] == 2
     assert options["per_device_train_batch_size"] == 4
     assert options["learning_rate"] == 0.03  # PyYAML reads 3e-2 as a string; read as the flag would be
     assert options["max_steps"] == 2 and results(tmp_path / "o")["steps"] == 2  # the flag wins
@@ -190,7 +190,7 @@ def test_generate_decoder(family, llama_dir, t5_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def source_adapter(llama_dir, tmp_path_factory):
     """A source-task adapter with non-trivial tensors (random prompt and B), saved as dept train would."""
-    model = DeptModel.from_pretrained(str(llama_dir), DeptConfig(num_virtual_tokens=6, rank=3, max_length=256,
+    model = DeptModel.from_pretrained(str(llama_dir), DeptConfig(prompt_length=6, rank=3, max_length=256,
                                                                  prompt_init="random", seed=5))
     with torch.no_grad():
         model.dept_adapters["default"].lora_b.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
@@ -211,7 +211,7 @@ def test_init_from_starts_from_the_source_adapter(llama_dir, source_adapter, tmp
     evaluated = dept_cli("eval", "--adapter", source_adapter, "--max_samples", 16)
     assert validation_lines(out)[0] == {"step": 0, "split": "validation", "accuracy": evaluated["accuracy"]}
     config = json.loads((out / "adapter_config.json").read_text())
-    assert (config["num_virtual_tokens"], config["rank"]) == (6, 3)  # the source's shape, not the options'
+    assert (config["prompt_length"], config["rank"]) == (6, 3)  # the source's shape, not the options'
 
 
 def test_init_from_through_its_yaml_alias(llama_dir, source_adapter, tmp_path):
@@ -238,7 +238,7 @@ def test_init_from_keeps_the_source_adapters_input_length(llama_dir, tmp_path):
     from dept.tasks import load_task
     from dept.training.stream import stream_indices
 
-    model = DeptModel.from_pretrained(str(llama_dir), DeptConfig(num_virtual_tokens=4, rank=2, max_length=12,
+    model = DeptModel.from_pretrained(str(llama_dir), DeptConfig(prompt_length=4, rank=2, max_length=12,
                                                                  prompt_init="random", seed=3))
     with torch.no_grad():
         model.dept_adapters["default"].lora_b.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))

@@ -17,7 +17,7 @@ import dept
 from dept.adapter_io import CONFIG_NAME, WEIGHTS_NAME, AdapterFileError
 from dept.model import DeptModel
 
-REQUIRED_FIELDS = ("method", "num_virtual_tokens", "rank", "max_length", "alpha", "scaling",
+REQUIRED_FIELDS = ("method", "prompt_length", "rank", "max_length", "alpha", "scaling",
                    "base_model_name_or_path", "model_type", "hidden_size", "vocab_size", "task", "dept_version")
 
 
@@ -61,7 +61,7 @@ def test_adapter_config_fields_and_no_pickle(tmp_path):
     for name in REQUIRED_FIELDS:
         assert name in record, name
     assert record["method"] == "dept" and record["dept_version"] == dept.__version__
-    assert (record["num_virtual_tokens"], record["rank"], record["max_length"]) == (3, 2, 16)
+    assert (record["prompt_length"], record["rank"], record["max_length"]) == (3, 2, 16)
     assert (record["hidden_size"], record["vocab_size"], record["model_type"]) == (D, VOCAB, "llama")
     assert record["task"] == {"task_name": "sst2", "target_words": ["negative", "positive"]}
     tensors = load_file(str(tmp_path / WEIGHTS_NAME))  # plain safetensors

@@ -89,7 +89,7 @@ def test_update_follows_real_tokens_not_columns(family):
     laid = model.prepare_inputs(ids, mask)
     W = model.base_model.get_input_embeddings()(ids[0, -3:])                   # the short row's tokens
     adapter = model.dept_adapters["default"]
-    expected = W + adapter.low_rank_table()[:3]                                  # rows 0..2, not 5..7
+    expected = W + adapter.lowrank_table()[:3]                                  # rows 0..2, not 5..7
     real = laid["inputs_embeds"][0][laid["attention_mask"][0].bool()]
     got = torch.cat([real[:1], real[3:]]) if family == "encoder" else real[2:]  # drop the prompt
     assert torch.allclose(got, expected, atol=ATOL)

@@ -21,14 +21,14 @@ from dept.model import DeptModel
 
 # ----- DeptConfig -------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, field", [
-    ({"num_virtual_tokens": -1}, "num_virtual_tokens"),
+    ({"prompt_length": -1}, "prompt_length"),
     ({"rank": -2}, "rank"),
     ({"max_length": -5}, "max_length"),
     ({"max_length": 0, "rank": 0}, "max_length"),
-    ({"num_virtual_tokens": 0, "rank": 0}, "num_virtual_tokens"),
+    ({"prompt_length": 0, "rank": 0}, "prompt_length"),
     ({"rank": 20, "max_length": 10}, "rank"),
     ({"rank": 2.5}, "rank"),
-    ({"num_virtual_tokens": True}, "num_virtual_tokens"),
+    ({"prompt_length": True}, "prompt_length"),
     ({"alpha": 0}, "alpha"),
     ({"alpha": float("nan")}, "alpha"),
     ({"scaling": "log"}, "scaling"),
@@ -47,7 +47,7 @@ def test_config_errors_name_the_field(kwargs, field):
 
 
 def test_rank_above_hidden_size_refused_when_attached():
-    config = DeptConfig(num_virtual_tokens=2, rank=D + 1, max_length=64, prompt_init="random")  # fine alone
+    config = DeptConfig(prompt_length=2, rank=D + 1, max_length=64, prompt_init="random")  # fine alone
     with pytest.raises(ConfigError, match=r"DeptConfig\.rank: .*hidden size 32"):
         config.validate(hidden_size=D)
     with pytest.raises(ConfigError, match="rank"):
@@ -56,12 +56,12 @@ def test_rank_above_hidden_size_refused_when_attached():
     with pytest.raises(ConfigError, match="rank"):
         model.add_adapter("big", config)
     assert model.adapter_names == []
-    model.add_adapter("ok", DeptConfig(num_virtual_tokens=2, rank=D, max_length=64, prompt_init="random"))
+    model.add_adapter("ok", DeptConfig(prompt_length=2, rank=D, max_length=64, prompt_init="random"))
 
 
 def test_valid_edge_configs():
-    assert DeptConfig(num_virtual_tokens=0, rank=1, max_length=1).rank == 1  # no prompt at all
-    pt = DeptConfig(num_virtual_tokens=5, rank=0)
+    assert DeptConfig(prompt_length=0, rank=1, max_length=1).rank == 1  # no prompt at all
+    pt = DeptConfig(prompt_length=5, rank=0)
     assert pt.is_prompt_tuning and pt.scale == 0.0
     assert DeptConfig(rank=8, max_length=8).rank == 8
 
@@ -77,7 +77,7 @@ def test_default_scale_is_the_reference_codes():
 
 
 def test_from_dict_refuses_unknown_fields_and_round_trips():
-    config = DeptConfig(num_virtual_tokens=4, rank=2, max_length=8, task={"name": "sst2"})
+    config = DeptConfig(prompt_length=4, rank=2, max_length=8, task={"name": "sst2"})
     assert DeptConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match=r"my\.json: unknown DeptConfig field\(s\) \['dropout'\]"):
         DeptConfig.from_dict({**config.to_dict(), "dropout": 0.1}, source="my.json")
@@ -95,7 +95,7 @@ def test_budget_papers_example():
     b = solve_budget(vanilla_length=100, max_length=256, hidden_size=768, rank=30)
     assert (b.prompt_length, b.rank) == (60, 30)
     assert b.trainable_params == b.vanilla_params == 76800 and b.exact
-    assert b.trainable_params == DeptConfig(num_virtual_tokens=60, rank=30, max_length=256).trainable_params(768)
+    assert b.trainable_params == DeptConfig(prompt_length=60, rank=30, max_length=256).trainable_params(768)
 
 
 def test_budget_solves_rank_for_prompt_length():

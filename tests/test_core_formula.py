@@ -59,7 +59,7 @@ def test_causal_forward_equals_hand_computation(scaling):
     ids = torch.tensor([source + target])
     labels = torch.tensor([[-100] * len(source) + target])
     out = model(ids, labels=labels)  # source = the tokens labelled -100
-    m = model.dept_adapters["default"].num_virtual_tokens
+    m = model.dept_adapters["default"].prompt_length
     hand_labels = torch.cat([torch.full((1, m), -100), labels], dim=1)     # the prompt has no label
     ref = model.base_model(inputs_embeds=hand_inputs_embeds(model, ids[0].tolist(), len(source)), labels=hand_labels)
     assert torch.allclose(out.logits, ref.logits, atol=ATOL)
@@ -80,7 +80,7 @@ def test_encoder_forward_equals_hand_computation_cls_then_prompt():
     ids = [2, 17, 42, 8, 99, 3]  # [CLS]-like first token
     X = hand_inputs_embeds(model, ids)
     hidden = model.base_model(inputs_embeds=X).last_hidden_state[0]           # (1 + m + T - 1, d)
-    m = adapter.num_virtual_tokens
+    m = adapter.prompt_length
     tokens = torch.cat([hidden[:1], hidden[1 + m:]])                           # the input's tokens, not the prompt's
     logits = adapter.head(tokens.mean(dim=0)).unsqueeze(0)                     # mean pooling, then the head
     out = model(torch.tensor([ids]), labels=torch.tensor([1]))

@@ -21,7 +21,7 @@ def _nonzero(t: torch.Tensor | None) -> bool:
 
 @pytest.mark.slow
 def test_smollm2_loss_and_gradient_on_a_real_sentence():
-    model = DeptModel.from_pretrained("smollm2-135m", DeptConfig(num_virtual_tokens=20, rank=8, max_length=64))
+    model = DeptModel.from_pretrained("smollm2-135m", DeptConfig(prompt_length=20, rank=8, max_length=64))
     assert model.family.name == "causal" and model.hidden_size == 576
     tok = model.tokenizer
     source = tok("The movie was wonderful.")["input_ids"]
@@ -48,7 +48,7 @@ def test_smollm2_loss_and_gradient_on_a_real_sentence():
 
 @pytest.mark.slow
 def test_minilm_classifier_loss_and_gradients():
-    config = DeptConfig(num_virtual_tokens=10, rank=4, max_length=64, num_labels=2)
+    config = DeptConfig(prompt_length=10, rank=4, max_length=64, num_labels=2)
     model = DeptModel.from_pretrained("minilm-l6", config)
     assert model.family.name == "encoder" and model.tokenizer.padding_side == "right"
     batch = model.tokenizer(["The movie was wonderful.", "Dull."], return_tensors="pt", padding=True)

@@ -46,7 +46,7 @@ def test_shared_source_scoring_equals_full_rows(family, side):
 def test_shared_source_scoring_with_mixed_adapters():
     model = tiny_dept("causal", m=3, r=2, s=16)
     model.add_adapter("other", model.dept_adapters["default"].config.__class__(
-        num_virtual_tokens=1, rank=4, max_length=16, prompt_init="random", seed=5))
+        prompt_length=1, rank=4, max_length=16, prompt_init="random", seed=5))
     randomise(model, "other", seed=9)
     sources = random_rows([6, 3, 8], seed=4)
     ids, mask = pad(sources, "left")

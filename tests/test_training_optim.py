@@ -17,7 +17,7 @@ META = {"task": "demo", "target_words": "natural", "decoder": "rank"}
 
 
 def built(model_dir, **kw):
-    options = TrainOptions(model_name_or_path=str(model_dir), prompt_init="random", max_seq_length=32, **kw)
+    options = TrainOptions(model_name_or_path=str(model_dir), prompt_init="random", max_length=32, **kw)
     num_labels = 2 if "bert" in str(model_dir) else None
     model, _, _, rms = build_model(options, num_labels, META)
     return model, options, rms
@@ -112,7 +112,7 @@ def test_weight_decay_is_really_applied(llama_dir, weight_decay):
 
 
 def test_lora_trains_only_lora_tensors(llama_dir):
-    model, options, rms = built(llama_dir, method="lora", lora_r=4)
+    model, options, rms = built(llama_dir, method="lora", lora_baseline_rank=4)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_A" in n or "lora_B" in n for n in trainable)
     # q_proj (32 -> 32) and v_proj (32 -> 16: 2 key-value heads of 8) in each of 2 layers
@@ -122,7 +122,7 @@ def test_lora_trains_only_lora_tensors(llama_dir):
 
 
 def test_lora_on_an_encoder_also_trains_the_classifier(bert_dir):
-    model, options, rms = built(bert_dir, method="lora", lora_r=4)
+    model, options, rms = built(bert_dir, method="lora", lora_baseline_rank=4)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     head = [n for n in trainable if "classifier" in n]
     assert head and all("lora_" in n or "classifier" in n for n in trainable)

@@ -158,6 +158,6 @@ def test_the_first_save_after_resuming_from_old_keeps_it_until_replaced(llama_di
         model = torch.nn.Linear(2, 2)
         optimizer = torch.optim.AdamW([{"params": model.parameters(), "name": "x"}])
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-        ckpt.save_checkpoint(out, model=model, optimizer=optimizer, scheduler=scheduler, trainer_state={"step": 1})
+        ckpt.save_checkpoint(out, trainable=dict(model.named_parameters()), optimizer=optimizer, scheduler=scheduler, trainer_state={"step": 1})
     assert renames == [("checkpoint.tmp", "checkpoint", True)]  # .old still there at the rename
     assert not (out / "checkpoint.old").exists() and find_checkpoint(out) == out / "checkpoint"

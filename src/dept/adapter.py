@@ -1,11 +1,14 @@
-"""DeptAdapter: the trainable tensors of one adapter, and how they are born.
+"""DeptAdapter: the trainable tensors of one adapter, their roles, and how they are born.
 
-    prompt  P_s (m x d)  soft prompt, prepended to the input
-    lora_a  A   (s x r)  kaiming-uniform, so rows differ from the start
-    lora_b  B   (r x d)  zero, so scale·A·B is exactly zero at init
-    head        (d -> num_labels), encoder models only
+    role     tensor   shape    init
+    prompt   prompt   (m, d)   token embeddings of an init text, vocabulary rows, or random
+    lowrank  lora_a   (s, r)   kaiming-uniform, so rows differ from the start
+    lowrank  lora_b   (r, d)   zero, so scale·A·B is exactly zero at init
+    head     head.*   d -> k   kaiming-uniform, bias zero (encoder models only)
 
 With r = 0 (vanilla prompt tuning) A and B do not exist; with m = 0 the prompt does not.
+`adapter_params()` is the one answer to "which tensors are the adapter, and what is
+each for": optimiser groups, checkpoints, counts and adapter files all read it.
 """
 
 from __future__ import annotations
@@ -17,9 +20,26 @@ from torch import Tensor, nn
 
 from .config import DeptConfig
 
+# The roles of an adapter's tensors, in the order adapter_params() lists them; each
+# role trains at its own learning rate.
+ROLES = ("prompt", "lowrank", "head")
+
 # 'vocab' init samples from the most frequent tokens, as in Lester et al. (2021): in
 # BPE/SentencePiece vocabularies low ids are roughly the frequent ones.
 VOCAB_INIT_TOP_TOKENS = 5000
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    g = torch.Generator(device="cpu")
+    g.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+    return g
+
+
+def _kaiming(shape: tuple[int, ...], g: torch.Generator) -> Tensor:
+    """nn.Linear's default init (kaiming-uniform, a=√5), drawn from `g` on the CPU."""
+    weight = torch.empty(shape)
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=g)
+    return weight
 
 
 class DeptAdapter(nn.Module):
@@ -27,39 +47,65 @@ class DeptAdapter(nn.Module):
         super().__init__()
         config.validate(hidden_size=hidden_size)
         self.config = config
-        m, r, s, d = config.num_virtual_tokens, config.rank, config.max_length, hidden_size
+        m, r, s, d = config.prompt_length, config.rank, config.max_length, hidden_size
         self.prompt = nn.Parameter(torch.zeros(m, d)) if m else None
         self.lora_a = nn.Parameter(torch.zeros(s, r)) if r else None
         self.lora_b = nn.Parameter(torch.zeros(r, d)) if r else None
         self.head = nn.Linear(d, config.num_labels) if config.num_labels else None
 
     @property
-    def num_virtual_tokens(self) -> int:
-        return self.config.num_virtual_tokens
+    def prompt_length(self) -> int:
+        return self.config.prompt_length
+
+    def adapter_params(self) -> list[tuple[str, str, nn.Parameter]]:
+        """(role, name, parameter) of every tensor of the adapter; names are relative to it
+        (prompt, lora_a, lora_b, head.weight, head.bias) and are the adapter file's keys."""
+        listed = [("prompt", "prompt", self.prompt), ("lowrank", "lora_a", self.lora_a),
+                  ("lowrank", "lora_b", self.lora_b)]
+        if self.head is not None:
+            listed += [("head", f"head.{n}", p) for n, p in self.head.named_parameters()]
+        return [(role, name, p) for role, name, p in listed if p is not None]
+
+    def tensors(self) -> dict[str, Tensor]:
+        """name -> detached tensor, as saved in an adapter file."""
+        return {name: p.detach() for _, name, p in self.adapter_params()}
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(p.shape) for _, name, p in self.adapter_params()}
+
+    def load_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Copy `tensors` (names as tensors() gives them) into the adapter's own device and dtype."""
+        with torch.no_grad():
+            for _, name, p in self.adapter_params():
+                p.copy_(tensors[name])
 
     def initialise(self, word_embeddings: Tensor, init_token_ids: list[int] | None = None) -> None:
         """Fill the tensors as DePT prescribes; `word_embeddings` (V x d) is the frozen table."""
-        g = torch.Generator(device="cpu")
-        if self.config.seed is not None:
-            g.manual_seed(self.config.seed)
-        else:
-            g.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        g = _generator(self.config.seed)
         with torch.no_grad():
             if self.lora_a is not None:
-                a = torch.empty_like(self.lora_a, device="cpu")
-                nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=g)
-                self.lora_a.copy_(a)
+                self.lora_a.copy_(_kaiming(tuple(self.lora_a.shape), g))
                 self.lora_b.zero_()
             if self.prompt is not None:
                 self.prompt.copy_(self._initial_prompt(word_embeddings, init_token_ids, g))
             if self.head is not None:
-                w = torch.empty_like(self.head.weight, device="cpu")
-                nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g)
-                self.head.weight.copy_(w)
+                self.head.weight.copy_(_kaiming(tuple(self.head.weight.shape), g))
                 self.head.bias.zero_()
 
+    def replace_head(self, num_labels: int, seed: int | None) -> None:
+        """Transfer between tasks with different classes: keep the prompt and the low-rank
+        update, start a new head for the target's classes (initialised as initialise() does)."""
+        old = self.head
+        head = nn.Linear(old.in_features, num_labels).to(device=old.weight.device, dtype=old.weight.dtype)
+        with torch.no_grad():
+            head.weight.copy_(_kaiming((num_labels, old.in_features), _generator(seed)))
+            head.bias.zero_()
+        head.requires_grad_(old.weight.requires_grad)
+        self.head = head
+        self.config.num_labels = num_labels
+
     def _initial_prompt(self, table: Tensor, token_ids: list[int] | None, g: torch.Generator) -> Tensor:
-        m = self.config.num_virtual_tokens
+        m = self.config.prompt_length
         table = table.detach().float().cpu()  # (V, d)
         kind = self.config.prompt_init
         if kind == "text":
@@ -76,11 +122,8 @@ class DeptAdapter(nn.Module):
             return torch.randn(m, table.shape[1], generator=g) * rms
         return table[torch.tensor(ids)]
 
-    def low_rank_table(self) -> Tensor | None:
+    def lowrank_table(self) -> Tensor | None:
         """scale·A·B (s x d), the update for each input position; None for vanilla PT."""
         if self.lora_a is None:
             return None
         return self.config.scale * (self.lora_a @ self.lora_b)
-
-    def num_trainable(self) -> int:
-        return sum(p.numel() for p in self.parameters())

@@ -2,7 +2,9 @@
 
 Loading checks everything (config fields, base model match, tensor names and shapes)
 before touching the model, so a refused adapter leaves the model exactly as it was.
-No pickle anywhere: JSON and safetensors only.
+No pickle anywhere: JSON and safetensors only. These functions take the adapter and
+the facts of the base model as arguments; `DeptModel.save_adapter` / `load_adapter` call
+them.
 """
 
 from __future__ import annotations
@@ -10,17 +12,14 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
 
 from . import __version__
-from .config import ConfigError, DeptConfig
-
-if TYPE_CHECKING:
-    from .adapter import DeptAdapter
-    from .model import DeptModel
+from .adapter import DeptAdapter
+from .config import FIELD_ALIASES, ConfigError, DeptConfig
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -28,32 +27,37 @@ METHOD = "dept"
 # Fields describing the base model the adapter was trained on; checked at load.
 BASE_FIELDS = ("base_model_name_or_path", "model_type", "model_family", "hidden_size", "vocab_size")
 OTHER_FIELDS = ("method", "dept_version")
+# Fields that change what an adapter computes: a file without one is refused, never
+# completed with a default (a missing alpha would silently scale the update wrongly).
+REQUIRED_FIELDS = ("prompt_length", "rank", "max_length", "alpha", "scaling", "on_overflow",
+                   "num_labels", "head_pooling")
 
 
 class AdapterFileError(ValueError):
     """An adapter folder is missing, corrupt, or does not fit the model it is loaded onto."""
 
 
-def base_model_facts(model: "DeptModel") -> dict:
-    config = model.base_model.config
+def base_model_facts(base_model: nn.Module, family: str) -> dict:
+    """What an adapter records of the model it was trained on (checked when it is loaded)."""
+    config = base_model.config
+    embeddings = base_model.get_input_embeddings()
     return {
         "base_model_name_or_path": getattr(config, "_name_or_path", "") or "",
         "model_type": config.model_type,
-        "model_family": model.family.name,
-        "hidden_size": model.hidden_size,
-        "vocab_size": model.base_model.get_input_embeddings().num_embeddings,
+        "model_family": family,
+        "hidden_size": embeddings.embedding_dim,
+        "vocab_size": embeddings.num_embeddings,
     }
 
 
-def save_adapter(model: "DeptModel", directory: str | Path, adapter_name: str, **task_metadata) -> Path:
-    """Write adapter `adapter_name` of `model` to `directory`; `task_metadata` is merged into config.task."""
-    adapter = model.dept_adapters[model._check_name(adapter_name)]
+def save_adapter(directory: str | Path, adapter: DeptAdapter, base_facts: dict, **task_metadata) -> Path:
+    """Write `adapter` to `directory`; `task_metadata` is merged into config.task."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = adapter.config.to_dict()
     config["task"] = {**config["task"], **task_metadata}
-    record = {"method": METHOD, **config, **base_model_facts(model), "dept_version": __version__}
-    tensors = {k: v.detach().float().contiguous().cpu() for k, v in adapter.state_dict().items()}
+    record = {"method": METHOD, **config, **base_facts, "dept_version": __version__}
+    tensors = {k: v.float().contiguous().cpu() for k, v in adapter.tensors().items()}
     # Write to temporary names, then rename: a crash mid-save never leaves half a file.
     (directory / (WEIGHTS_NAME + ".tmp")).unlink(missing_ok=True)
     save_file(tensors, str(directory / (WEIGHTS_NAME + ".tmp")), metadata={"format": "pt", "method": METHOD})
@@ -78,10 +82,14 @@ def read_adapter_config(directory: str | Path) -> tuple[DeptConfig, dict]:
         raise AdapterFileError(f"{path}: expected a JSON object, got {type(record).__name__}")
     if record.get("method") != METHOD:
         raise AdapterFileError(f"{path}: field 'method' is {record.get('method')!r}, expected {METHOD!r}")
+    record = {FIELD_ALIASES.get(k, k): v for k, v in record.items()}
     config_fields = {f.name for f in fields(DeptConfig)}
     unknown = sorted(set(record) - config_fields - set(BASE_FIELDS) - set(OTHER_FIELDS))
     if unknown:
         raise AdapterFileError(f"{path}: unknown field(s) {unknown}")
+    missing = [k for k in REQUIRED_FIELDS if k not in record]
+    if missing:
+        raise AdapterFileError(f"{path}: missing required field(s) {missing}")
     base = {k: record[k] for k in BASE_FIELDS if k in record}
     try:
         config = DeptConfig.from_dict({k: v for k, v in record.items() if k in config_fields}, source=str(path))
@@ -90,15 +98,14 @@ def read_adapter_config(directory: str | Path) -> tuple[DeptConfig, dict]:
     return config, base
 
 
-def _check_base(model: "DeptModel", base: dict, path: Path) -> None:
-    facts = base_model_facts(model)
+def _check_base(facts: dict, recorded: dict, path: Path) -> None:
     for key in ("model_type", "model_family", "hidden_size", "vocab_size"):
-        if key in base and base[key] != facts[key]:
-            raise AdapterFileError(f"{path}: adapter was trained for {key}={base[key]!r}, "
+        if key in recorded and recorded[key] != facts[key]:
+            raise AdapterFileError(f"{path}: adapter was trained for {key}={recorded[key]!r}, "
                                    f"but the base model has {key}={facts[key]!r}")
 
 
-def _read_tensors(path: Path, expected: dict[str, tuple[int, ...]]) -> dict:
+def _read_tensors(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, Tensor]:
     if not path.is_file():
         raise AdapterFileError(f"{path}: missing")
     try:
@@ -114,21 +121,14 @@ def _read_tensors(path: Path, expected: dict[str, tuple[int, ...]]) -> dict:
     return tensors
 
 
-def load_adapter(model: "DeptModel", directory: str | Path, adapter_name: str) -> "DeptAdapter":
-    """Read an adapter folder and add it to `model` as `adapter_name` (made active)."""
-    from .adapter import DeptAdapter
-
+def read_adapter(directory: str | Path, base_facts: dict) -> tuple[DeptConfig, dict[str, Tensor]]:
+    """Read and check an adapter folder against the base model's facts: (config, tensors).
+    Nothing is attached anywhere, so a refused adapter changes nothing."""
     directory = Path(directory)
-    if adapter_name in model.dept_adapters:
-        raise AdapterFileError(f"an adapter named {adapter_name!r} is already loaded")
-    config, base = read_adapter_config(directory)
-    _check_base(model, base, directory / CONFIG_NAME)
+    config, recorded = read_adapter_config(directory)
+    _check_base(base_facts, recorded, directory / CONFIG_NAME)
     try:
-        probe = DeptAdapter(config, model.hidden_size)  # shapes only; not attached
+        probe = DeptAdapter(config, base_facts["hidden_size"])  # shapes only; not attached
     except ConfigError as err:
         raise AdapterFileError(f"{directory / CONFIG_NAME}: {err}") from err
-    expected = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
-    tensors = _read_tensors(directory / WEIGHTS_NAME, expected)
-    adapter = model.add_adapter(adapter_name, config, initialise=False)
-    adapter.load_state_dict(tensors)  # copies into the adapter's own device and dtype
-    return adapter
+    return config, _read_tensors(directory / WEIGHTS_NAME, probe.expected_shapes())

@@ -18,16 +18,20 @@ POOLINGS = ("mean", "cls")
 DEFAULT_INIT_TEXT = "Classify this text is positive or not:"
 
 
+# Other spellings of a field, accepted when reading (PEFT's name for m).
+FIELD_ALIASES = {"num_virtual_tokens": "prompt_length"}
+
+
 class ConfigError(ValueError):
     """A DeptConfig field has a value that cannot describe an adapter."""
 
 
 @dataclass
 class DeptConfig:
-    """One DePT adapter: a soft prompt of `num_virtual_tokens` rows and a rank-`rank`
+    """One DePT adapter: a soft prompt of `prompt_length` rows and a rank-`rank`
     update `scale·A·B` of the first `max_length` input token embeddings."""
 
-    num_virtual_tokens: int = 60
+    prompt_length: int = 60
     """m: rows of the soft prompt P_s (m x d) prepended to the input."""
     rank: int = 30
     """r: rank of the position-wise update A (s x r) · B (r x d); 0 gives vanilla prompt tuning."""
@@ -81,13 +85,13 @@ class DeptConfig:
         def integer(value: Any) -> bool:  # bool is an int subclass, but True is no size
             return isinstance(value, int) and not isinstance(value, bool)
 
-        for name in ("num_virtual_tokens", "rank", "max_length"):
+        for name in ("prompt_length", "rank", "max_length"):
             value = getattr(self, name)
             need(integer(value), name, f"must be an integer, got {value!r}")
             need(value >= 0, name, f"must be >= 0, got {value}")
         need(self.max_length > 0, "max_length", "must be > 0 (it is s, the maximum input length)")
-        need(self.num_virtual_tokens > 0 or self.rank > 0, "num_virtual_tokens",
-             "num_virtual_tokens=0 and rank=0 together leave nothing to train")
+        need(self.prompt_length > 0 or self.rank > 0, "prompt_length",
+             "prompt_length=0 and rank=0 together leave nothing to train")
         need(self.rank <= self.max_length, "rank",
              f"rank {self.rank} exceeds max_length {self.max_length}: A (s x r) cannot have rank > s")
         if hidden_size is not None:
@@ -113,14 +117,16 @@ class DeptConfig:
 
     def trainable_params(self, hidden_size: int) -> int:
         """Parameters of the prompt and the pair: m·d + (s + d)·r (the head is extra)."""
-        return self.num_virtual_tokens * hidden_size + (self.max_length + hidden_size) * self.rank
+        return self.prompt_length * hidden_size + (self.max_length + hidden_size) * self.rank
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "DeptConfig":
-        """Build from a dict, refusing unknown fields (named, with `source`) rather than dropping them."""
+        """Build from a dict, refusing unknown fields (named, with `source`) rather than dropping them.
+        PEFT's spelling `num_virtual_tokens` (dept 0.1 wrote it) is read as prompt_length."""
+        data = {FIELD_ALIASES.get(k, k): v for k, v in data.items()}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from .data import Collator, ExampleLike
-
-DECODERS = ("rank", "generate")
+from .tasks.meta import DECODERS
 
 
 def _batches(items: Sequence, size: int):

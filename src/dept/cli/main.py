@@ -31,13 +31,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             # Register a stub so `dept --help` still lists every command.
             sub.add_parser(name)
             continue
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            continue  # command not built yet
-        module.add_parser(sub)
+        importlib.import_module(module_name).add_parser(sub)
     return parser
 
 

@@ -11,13 +11,15 @@ import json
 import sys
 from types import SimpleNamespace
 
+from ..tasks.meta import DECODERS
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("predict", help="predict with an adapter, one line per input",
                                    description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", required=True, help="adapter folder (from dept train)")
     parser.add_argument("--input", default="-", help="JSONL file, or - for standard input (default)")
-    parser.add_argument("--decoder", choices=("rank", "generate"), help="default: the adapter's")
+    parser.add_argument("--decoder", choices=DECODERS, help="default: the adapter's")
     parser.add_argument("--model", help="base model (default: the one named in the adapter)")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_new_tokens", type=int, default=16)
@@ -61,16 +63,16 @@ def run(args: argparse.Namespace) -> int:
     except AdapterFileError as err:
         raise SystemExit(f"dept predict: {err}")
     candidates = score_range = None
-    task = loaded.task.get("task")
+    task = loaded.task.task
     if task:
         from ..evaluation import regression_range
         from ..tasks import candidate_targets
 
-        candidates = candidate_targets(task, loaded.task.get("target_words", "natural"))
+        candidates = candidate_targets(task, loaded.task.target_words)
         score_range = regression_range(task)
     examples = [SimpleNamespace(source=s, target="", label=None) for s in sources]
     predictions = predict(loaded.model, loaded.collator, examples,
-                          decoder=args.decoder or loaded.task.get("decoder", "rank"), candidates=candidates,
+                          decoder=args.decoder or loaded.task.decoder, candidates=candidates,
                           batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, score_range=score_range)
     for source, prediction in zip(sources, predictions):
         print(json.dumps({"source": source, "prediction": prediction}))

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from ..adapter_io import AdapterFileError
     from ..tasks import TaskError
     from ..training import train
-    from ..training.records import OutputDirError
+    from ..training.outputs import OutputDirError
 
     options = options_from_args(args)
     try:

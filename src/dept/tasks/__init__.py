@@ -8,12 +8,15 @@ See docs/tasks.md for the tasks, file layouts and split protocols.
 
 from dept.tasks.api import candidate_targets, load_task
 from dept.tasks.errors import TaskDataError, TaskError
+from dept.tasks.meta import DECODERS, TaskMeta
 from dept.tasks.metrics import compute_metrics, main_metric
 from dept.tasks.records import Example
 from dept.tasks.registry import TASKS, HubSource, TaskSpec, get_task
 from dept.tasks.sources import find_tasks
 
 __all__ = [
+    "DECODERS",
+    "TaskMeta",
     "TASKS",
     "Example",
     "HubSource",

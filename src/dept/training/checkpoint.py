@@ -62,9 +62,10 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
 
 
-def save_checkpoint(output_dir: Path, *, model, optimizer, scheduler, trainer_state: dict,
-                    rank: int = 0, is_main: bool = True, barrier=lambda: None) -> Path:
-    """Write output_dir/checkpoint atomically. Every process writes its own RNG state."""
+def save_checkpoint(output_dir: Path, *, trainable: dict[str, torch.Tensor], optimizer, scheduler,
+                    trainer_state: dict, rank: int = 0, is_main: bool = True, barrier=lambda: None) -> Path:
+    """Write output_dir/checkpoint atomically. `trainable`: name -> the tensors that train
+    (model.trainable_parameters()). Every process writes its own RNG state."""
     final = output_dir / CHECKPOINT
     staging = output_dir / (CHECKPOINT + ".tmp")
     if is_main:
@@ -76,8 +77,8 @@ def save_checkpoint(output_dir: Path, *, model, optimizer, scheduler, trainer_st
     (staging / f"rng-{rank}.json").write_text(json.dumps(rng_meta))
     barrier()
     if is_main:
-        trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-        save_file(trainable, str(staging / "trainable.safetensors"))
+        save_file({n: p.detach().cpu().contiguous() for n, p in trainable.items()},
+                  str(staging / "trainable.safetensors"))
         opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
         save_file(opt_tensors, str(staging / "optimizer.safetensors"))
         (staging / "optimizer.json").write_text(json.dumps(opt_meta))
@@ -104,16 +105,17 @@ def find_checkpoint(output_dir: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(path: Path, *, model, optimizer, scheduler, rank: int = 0) -> dict:
-    """Restore everything saved by save_checkpoint; returns the trainer state."""
-    trainable = load_file(str(path / "trainable.safetensors"))
-    params = dict(model.named_parameters())
-    missing = sorted(set(trainable) ^ {n for n, p in params.items() if p.requires_grad})
+def load_checkpoint(path: Path, *, trainable: dict[str, torch.Tensor], optimizer, scheduler,
+                    rank: int = 0) -> dict:
+    """Restore everything saved by save_checkpoint into `trainable` (name -> tensor), the
+    optimiser and the schedule; returns the trainer state."""
+    saved = load_file(str(path / "trainable.safetensors"))
+    missing = sorted(set(saved) ^ set(trainable))
     if missing:
         raise ValueError(f"{path}: checkpoint tensors do not match the model's trainable ones: {missing[:5]}")
     with torch.no_grad():
-        for name, value in trainable.items():
-            params[name].copy_(value)
+        for name, value in saved.items():
+            trainable[name].copy_(value)
     optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")),
                                                    json.loads((path / "optimizer.json").read_text())))
     scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))

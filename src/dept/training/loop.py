@@ -1,17 +1,25 @@
-"""The training loop: setup() -> fit() -> test, on one process or many (Accelerate).
+"""A training run in four stages: setup() -> fit() -> validate() -> finish().
 
-Per optimiser step: gradient_accumulation_steps micro-batches per process, each loss
-weighted by its share of the step's targets (so the update is the large batch's),
-gradients all-reduced once (no_sync on the others), clipped, AdamW step, linear schedule step.
-Every eval_steps the main process scores the validation split with the task's metrics
-and keeps the best adapter; every save_steps all state goes to a resumable checkpoint.
+    run = setup(options)    output folder, task data, model, optimiser, schedule; a resumed
+                            run also restores its checkpoint into run.state
+    fit(run)                optimiser steps until max_steps, validating every eval_steps and
+                            checkpointing every save_steps
+    validate(run)           score the validation split, keep the best adapter so far
+    finish(run)             restore the best tensors, score the test split, write
+                            results.json (once) and curves.png
+
+`train(options)` runs them in order. Resume, search trials and "train then serve" all
+enter at a named stage. Per optimiser step: gradient_accumulation_steps micro-batches per
+process, each loss weighted by its share of the step's targets (so the update is the large
+batch's), gradients all-reduced once (no_sync on the others), clipped, AdamW step, linear
+schedule step. One process or many (Accelerate); the main process evaluates and writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,43 +29,60 @@ from tqdm.auto import tqdm
 from ..data import IGNORE, Collator
 from ..evaluation import evaluate
 from ..model import DeptModel
-from . import records
+from . import outputs
 from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from .methods import build_model, count_trainable, param_groups, save_trained, warmup_steps
 from .options import TrainOptions
 from .stream import micro_batch_start, stream_indices
+from .task_data import TaskData, load_task_data
 
 
 @dataclass
-class Splits:
-    train: list
-    validation: list
-    test: list
-    task_meta: dict
-    num_labels: int | None
-    main_metric: str
+class TrainState:
+    """What a checkpoint carries besides tensors (trainer_state.json). The data position is
+    step · global batch (see stream.py) and the random generators are saved beside it."""
+
+    step: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    before: dict | None = None
+    """Validation metrics before the first step."""
+    train_seconds: float = 0.0
+    examples: int = 0
+    window_losses: list[float] = field(default_factory=list)
+    """Losses since the last log line: kept here so a resumed run logs the same numbers."""
+    window_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "TrainState":
+        return cls(**record)
 
 
-def load_splits(options: TrainOptions) -> Splits:
-    from ..tasks import candidate_targets, get_task, load_task, main_metric
+@dataclass
+class Run:
+    options: TrainOptions
+    out: Path
+    accelerator: object
+    data: TaskData
+    model: torch.nn.Module
+    """As Accelerate prepared it (DDP-wrapped under several processes)."""
+    plain: torch.nn.Module
+    """The same model unwrapped: what is evaluated and saved."""
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    collator: Collator
+    log: outputs.MetricsLog
+    learning_rates: dict[str, float]
+    """Each group's rate as resolved (the scale-aware defaults filled in)."""
+    state: TrainState
+    wall_start: float
 
-    spec = get_task(options.task)
-    common = dict(data_dir=options.data_dir, protocol=options.protocol, seed=options.seed,
-                  target_words=options.target_words, from_hub=options.from_hub)
-    train = load_task(options.task, "train", k_shot=options.k_shot_examples, **common)
-    validation = load_task(options.task, "validation", **common)
-    test = [] if options.no_test or options.protocol == "official" else load_task(options.task, "test", **common)
-    if options.max_train_samples:
-        train = train[:options.max_train_samples]
-    if options.max_eval_samples:
-        validation, test = validation[:options.max_eval_samples], test[:options.max_eval_samples]
-    candidates = candidate_targets(options.task, options.target_words)
-    num_labels = len(candidates) if candidates else (1 if spec.kind == "regression" else None)
-    # Saved with the adapter: `dept eval` rebuilds the same splits (the paper's protocol
-    # splits with the seed) and decodes the same way.
-    meta = {"task": spec.name, "target_words": options.target_words, "decoder": options.decoder,
-            "protocol": options.protocol, "seed": options.seed}
-    return Splits(train, validation, test, meta, num_labels, main_metric(options.task))
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
 
 
 def loss_weight(labels: torch.Tensor) -> int:
@@ -72,7 +97,7 @@ def mixed_precision(choice: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
-def train(options: TrainOptions) -> dict:
+def setup(options: TrainOptions) -> Run:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_linear_schedule_with_warmup
@@ -82,161 +107,181 @@ def train(options: TrainOptions) -> dict:
     # under torchrun / accelerate launch when told it is on CPU.
     on_cpu = not torch.accelerator.is_available()
     accelerator = Accelerator(mixed_precision=mixed_precision(options.mixed_precision), cpu=on_cpu)
-    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
     out = Path(options.output_dir)
-    records.prepare_output_dir(out, resume=options.resume, overwrite=options.overwrite_output_dir, is_main=main)
+    outputs.prepare_output_dir(out, resume=options.resume, overwrite=options.overwrite_output_dir, is_main=main)
     accelerator.wait_for_everyone()
     set_seed(options.seed)
 
-    splits = load_splits(options)
-    model, tokenizer, family, rms = build_model(options, splits.num_labels, splits.task_meta)
-    if family.has_head and splits.num_labels is None:
+    data = load_task_data(options)
+    model, tokenizer, family, rms = build_model(options, data.num_labels, data.meta.to_dict())
+    if family.has_head and data.num_labels is None:
         raise ValueError(f"task {options.task!r} has no classes or score for an encoder head")
     # s: an --init_from adapter brings its own (longer inputs would lose their ends, cue included).
     max_length = (model.dept_adapters[model.active_adapter].config.max_length if isinstance(model, DeptModel)
-                  else options.max_seq_length)
+                  else options.max_length)
     collator = Collator(tokenizer, family, max_length, max_target_length=options.max_target_length,
                         pad_to_max_length=options.pad_to_max_length)
     groups = param_groups(model, options, rms)
-    learning_rates = {g["name"]: g["lr"] for g in groups}  # as resolved (scale-aware defaults)
     optimizer = torch.optim.AdamW(groups)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(options), options.max_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    plain = accelerator.unwrap_model(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    run = Run(options, out, accelerator, data, wrapped, accelerator.unwrap_model(wrapped), optimizer, scheduler,
+              collator, outputs.MetricsLog(out / outputs.METRICS, enabled=main),
+              {g["name"]: g["lr"] for g in groups}, TrainState(), wall_start)
 
-    log = records.MetricsLog(out / records.METRICS, enabled=main)
-    state = {"step": 0, "best_metric": None, "best_step": None, "train_seconds": 0.0, "examples": 0,
-             "before": None}
     checkpoint = find_checkpoint(out) if options.resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, model=plain, optimizer=optimizer, scheduler=scheduler, rank=rank)
-        log.truncate_after(state["step"])
+        record = load_checkpoint(checkpoint, trainable=dict(run.plain.trainable_parameters()), optimizer=optimizer, scheduler=scheduler,
+                                 rank=accelerator.process_index)
+        run.state = TrainState.from_dict(record)
+        run.log.truncate_after(run.state.step)
     elif options.resume:
-        log.truncate_after(-1)  # killed before its first checkpoint: start afresh, without its lines
+        run.log.truncate_after(-1)  # killed before its first checkpoint: start afresh, without its lines
+    return run
 
-    def run_eval(split_examples) -> dict[str, float]:
-        return evaluate(plain, collator, options.task, split_examples, decoder=options.decoder,
-                        target_words=options.target_words, batch_size=options.per_device_eval_batch_size,
-                        max_new_tokens=options.max_target_length, device=accelerator.device)
 
-    def validate(step: int) -> None:
-        if main:
-            metrics = run_eval(splits.validation)
-            log.append({"step": step, "split": "validation", **metrics})
-            score = metrics[splits.main_metric]
-            if state["best_metric"] is None or score > state["best_metric"]:
-                state["best_metric"], state["best_step"] = score, step
-                save_trained(plain, out, splits.task_meta)
-                save_file({n: p.detach().cpu().contiguous() for n, p in plain.named_parameters()
-                           if p.requires_grad}, str(out / records.BEST_TENSORS))
-            if step == 0:
-                state["before"] = metrics
-        accelerator.wait_for_everyone()
+def _evaluate(run: Run, examples) -> dict[str, float]:
+    meta = run.data.meta
+    return evaluate(run.plain, run.collator, meta.task, examples, decoder=meta.decoder,
+                    target_words=meta.target_words, batch_size=run.options.per_device_eval_batch_size,
+                    max_new_tokens=run.options.max_target_length, device=run.accelerator.device)
 
-    if state["step"] == 0 and options.eval_at_start:
-        validate(0)
 
+def _trained_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.trainable_parameters()}
+
+
+def validate(run: Run) -> None:
+    """Score the validation split at the current step; keep the adapter if it is the best yet."""
+    state = run.state
+    if run.is_main:
+        metrics = _evaluate(run, run.data.validation)
+        run.log.append({"step": state.step, "split": "validation", **metrics})
+        score = metrics[run.data.main_metric]
+        if state.best_metric is None or score > state.best_metric:
+            state.best_metric, state.best_step = score, state.step
+            save_trained(run.plain, run.out, run.data.meta.to_dict())
+            save_file(_trained_tensors(run.plain), str(run.out / outputs.BEST_TENSORS))
+        if state.step == 0:
+            state.before = metrics
+    run.accelerator.wait_for_everyone()
+
+
+def train_step(run: Run) -> dict[str, float]:
+    """One optimiser step; returns the learning rates it used."""
+    options, accelerator, state = run.options, run.accelerator, run.state
+    rank, world = accelerator.process_index, accelerator.num_processes
     batch, accum = options.per_device_train_batch_size, options.gradient_accumulation_steps
-    global_batch = batch * world * accum
-    progress = tqdm(total=options.max_steps, initial=state["step"], disable=not main, desc="train",
-                    dynamic_ncols=True)
-    model.train()
-    # The logging window lives in the state, so a resumed run logs the same losses.
-    state.setdefault("window_losses", [])
-    state.setdefault("window_seconds", 0.0)
-    while state["step"] < options.max_steps:
-        step = state["step"]
-        started = time.perf_counter()
-        micro_batches = []
-        for micro in range(accum):
-            start = micro_batch_start(step, micro, rank, batch=batch, world=world, accumulation=accum)
-            indices = stream_indices(start, batch, len(splits.train), options.seed)
-            micro_batches.append({k: v.to(accelerator.device)
-                                  for k, v in collator([splits.train[i] for i in indices]).items()})
-        # Each micro-batch's loss is a mean over its own targets. Weighing it by its share of
-        # all the step's targets (every micro-batch, every process) makes accumulation and N
-        # processes give exactly the large batch's gradient, also when targets differ in length.
-        weights = [loss_weight(b["labels"]) for b in micro_batches]
-        total = accelerator.reduce(torch.tensor(float(sum(weights)), device=accelerator.device),
-                                   reduction="sum").clamp(min=1)
-        step_loss = torch.zeros((), device=accelerator.device)
-        for micro, (inputs, weight) in enumerate(zip(micro_batches, weights)):
-            sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
-            with sync, accelerator.autocast():
-                loss = model(**inputs, trim_logits=True).loss
-                # DDP averages gradients over processes, hence the factor world.
-                accelerator.backward(loss * (weight * world / total))
-            step_loss += loss.detach() * weight
-        if options.max_grad_norm:
-            accelerator.clip_grad_norm_(trainable, options.max_grad_norm)
-        lrs = {f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups}  # the rates of this update
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        seconds = time.perf_counter() - started
-        state["step"] = step + 1
-        state["examples"] += global_batch
-        state["train_seconds"] += seconds
-        state["window_seconds"] += seconds  # training time only: no evaluation or checkpoint
-        state["window_losses"].append((accelerator.reduce(step_loss, reduction="sum") / total).item())
+    started = time.perf_counter()
+    micro_batches = []
+    for micro in range(accum):
+        start = micro_batch_start(state.step, micro, rank, batch=batch, world=world, accumulation=accum)
+        indices = stream_indices(start, batch, len(run.data.train), options.seed)
+        micro_batches.append({k: v.to(accelerator.device)
+                              for k, v in run.collator([run.data.train[i] for i in indices]).items()})
+    # Each micro-batch's loss is a mean over its own targets. Weighing it by its share of
+    # all the step's targets (every micro-batch, every process) makes accumulation and N
+    # processes give exactly the large batch's gradient, also when targets differ in length.
+    weights = [loss_weight(b["labels"]) for b in micro_batches]
+    total = accelerator.reduce(torch.tensor(float(sum(weights)), device=accelerator.device),
+                               reduction="sum").clamp(min=1)
+    step_loss = torch.zeros((), device=accelerator.device)
+    for micro, (inputs, weight) in enumerate(zip(micro_batches, weights)):
+        sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(run.model)
+        with sync, accelerator.autocast():
+            loss = run.model(**inputs, trim_logits=True).loss
+            # DDP averages gradients over processes, hence the factor world.
+            accelerator.backward(loss * (weight * world / total))
+        step_loss += loss.detach() * weight
+    if options.max_grad_norm:
+        accelerator.clip_grad_norm_([p for _, p in run.plain.trainable_parameters()], options.max_grad_norm)
+    lrs = {f"lr_{g['name']}": g["lr"] for g in run.optimizer.param_groups}  # the rates of this update
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - started
+    state.step += 1
+    state.examples += batch * world * accum
+    state.train_seconds += seconds
+    state.window_seconds += seconds  # training time only: no evaluation or checkpoint
+    state.window_losses.append((accelerator.reduce(step_loss, reduction="sum") / total).item())
+    return lrs
 
-        step = state["step"]
-        if step % options.logging_steps == 0 or step == options.max_steps:
-            window = state["window_losses"]
+
+def fit(run: Run) -> None:
+    options, state = run.options, run.state
+    if state.step == 0 and options.eval_at_start:
+        validate(run)
+    global_batch = (options.per_device_train_batch_size * run.accelerator.num_processes
+                    * options.gradient_accumulation_steps)
+    progress = tqdm(total=options.max_steps, initial=state.step, disable=not run.is_main, desc="train",
+                    dynamic_ncols=True)
+    run.model.train()
+    while state.step < options.max_steps:
+        lrs = train_step(run)
+        step, last = state.step, state.step == options.max_steps
+        if step % options.logging_steps == 0 or last:
+            window = state.window_losses
             record = {"step": step, "loss": sum(window) / len(window), **lrs,
-                      "examples_per_second": len(window) * global_batch / max(state["window_seconds"], 1e-9)}
-            log.append(record)
+                      "examples_per_second": len(window) * global_batch / max(state.window_seconds, 1e-9)}
+            run.log.append(record)
             progress.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{record['examples_per_second']:.1f}",
                                  **{k: f"{v:.1e}" for k, v in lrs.items()})
-            state["window_losses"], state["window_seconds"] = [], 0.0
+            state.window_losses, state.window_seconds = [], 0.0
         progress.update(1)
-        if step % options.eval_steps == 0 or step == options.max_steps:
-            validate(step)
-            model.train()
-        if step % options.save_steps == 0 or step == options.max_steps:
-            save_checkpoint(out, model=plain, optimizer=optimizer, scheduler=scheduler, trainer_state=state,
-                            rank=rank, is_main=main, barrier=accelerator.wait_for_everyone)
+        if step % options.eval_steps == 0 or last:
+            validate(run)
+            run.model.train()
+        if step % options.save_steps == 0 or last:
+            save_checkpoint(run.out, trainable=dict(run.plain.trainable_parameters()), optimizer=run.optimizer, scheduler=run.scheduler,
+                            trainer_state=state.to_dict(), rank=run.accelerator.process_index,
+                            is_main=run.is_main, barrier=run.accelerator.wait_for_everyone)
     progress.close()
-    results = finish(options, out, plain, splits, state, log, run_eval, main, accelerator)
-    if main:
-        results["wall_seconds"] = round(time.perf_counter() - wall_start, 2)
-        results["learning_rates"] = learning_rates
-        records.write_results(out / records.RESULTS, results)
-    return results
 
 
-def finish(options, out: Path, plain, splits: Splits, state: dict, log, run_eval, main, accelerator) -> dict:
-    """Restore the best tensors, score the test split, write results.json and curves.png."""
-    results = {}
-    if main:
-        best_file = out / records.BEST_TENSORS
+def finish(run: Run) -> dict:
+    """Restore the best tensors, score the test split, write results.json and curves.png.
+    Returns what results.json holds ({} on other processes than the main one)."""
+    results: dict = {}
+    state, data = run.state, run.data
+    if run.is_main:
+        best_file = run.out / outputs.BEST_TENSORS
         if best_file.is_file():
-            params = dict(plain.named_parameters())
+            params = dict(run.plain.trainable_parameters())
             with torch.no_grad():
                 for name, value in load_file(str(best_file)).items():
                     params[name].copy_(value)
-        test_metrics = run_eval(splits.test) if splits.test else {}
+        test_metrics = _evaluate(run, data.test) if data.test else {}
         if test_metrics:
-            log.append({"step": state["best_step"], "split": "test", **test_metrics})
-        history = log.read()
+            run.log.append({"step": state.best_step, "split": "test", **test_metrics})
+        history = run.log.read()
         validation = [r for r in history if r.get("split") == "validation"]
         results = {
-            "options": options.to_dict(),
-            "task": splits.task_meta["task"],
-            "main_metric": splits.main_metric,
-            "before_training": state.get("before"),
-            "best_step": state["best_step"],
-            "best_validation": next((r for r in validation if r["step"] == state["best_step"]), None),
+            "options": run.options.to_dict(),
+            "task": data.meta.task,
+            "main_metric": data.main_metric,
+            "before_training": state.before,
+            "best_step": state.best_step,
+            "best_validation": next((r for r in validation if r["step"] == state.best_step), None),
             "test": test_metrics,
-            "trainable_params": count_trainable(plain),
-            "train_examples": len(splits.train),
-            "steps": state["step"],
-            "train_seconds": round(state["train_seconds"], 2),
-            "train_examples_per_second": round(state["examples"] / max(state["train_seconds"], 1e-9), 2),
-            "processes": accelerator.num_processes,
+            "trainable_params": count_trainable(run.plain),
+            "train_examples": len(data.train),
+            "steps": state.step,
+            "train_seconds": round(state.train_seconds, 2),
+            "train_examples_per_second": round(state.examples / max(state.train_seconds, 1e-9), 2),
+            "processes": run.accelerator.num_processes,
+            "learning_rates": run.learning_rates,
+            "wall_seconds": round(time.perf_counter() - run.wall_start, 2),
         }
-        records.write_results(out / records.RESULTS, results)
-        records.plot_curves(history, splits.main_metric, out / records.CURVES)
-    accelerator.wait_for_everyone()
+        outputs.write_results(run.out / outputs.RESULTS, results)
+        outputs.plot_curves(history, data.main_metric, run.out / outputs.CURVES)
+    run.accelerator.wait_for_everyone()
     return results
+
+
+def train(options: TrainOptions) -> dict:
+    """Run one training job; returns what results.json holds."""
+    run = setup(options)
+    fit(run)
+    return finish(run)

@@ -1,11 +1,13 @@
 """The four methods `dept train` knows, behind one small interface.
 
 Everything the loop needs from a model:
-    model(**batch).loss            training loss
-    model.score(**batch) -> (B,)   target log-likelihood, for rank classification
+    model(**batch).loss                  training loss
+    model.score(**batch) -> (B,)         target log-likelihood, for rank classification
     model.generate(input_ids, attention_mask, **kw) -> new tokens only
-    param_groups(model, options)   AdamW groups with their learning rates
-    save(model, directory, meta)   the artefact users keep
+    model.adapter_params()               (role, name, parameter) of what trains
+    model.trainable_parameters()         (name, parameter) of the same
+    param_groups(model, options, rms)    AdamW groups, one per role, with their learning rates
+    save_trained(model, directory, meta) the artefact users keep
 
 DePT and PT are DeptModel (PT is r = 0). LoRA goes through PEFT, full fine-tuning
 trains every weight; both are wrapped by `HFTunable` so the loop has no branches.
@@ -19,13 +21,17 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..adapter import DeptAdapter
 from ..budget import solve_budget
 from ..config import DeptConfig
 from ..families import Family
 from ..model import DeptModel
 from ..scoring import target_log_likelihood
 from .options import LOWRANK_LR_PER_RMS, PROMPT_LR_PER_RMS, TrainOptions
+
+# Default learning rate of the baselines' trained weights when --learning_rate is not given.
+BASELINE_LR = {"lora": 5e-4, "full": 5e-5}
+# Optimiser groups in this order (a fixed order keeps optimiser state files comparable).
+GROUP_ORDER = ("prompt", "lowrank", "lora", "full", "head")
 
 
 def embedding_rms(model: nn.Module) -> float:
@@ -44,26 +50,41 @@ def dept_config(options: TrainOptions, hidden_size: int, num_labels: int | None,
     """m and r from the options; the one not given is solved from the vanilla budget."""
     if options.method == "pt":
         m, r = options.prompt_length or options.vanilla_length, 0
-    elif options.r is not None:
-        r = options.r
+    elif options.rank is not None:
+        r = options.rank
         m = options.prompt_length if options.prompt_length is not None else solve_budget(
-            options.vanilla_length, options.max_seq_length, hidden_size, rank=r).prompt_length
+            options.vanilla_length, options.max_length, hidden_size, rank=r).prompt_length
     else:
         m = options.prompt_length if options.prompt_length is not None else 60
-        r = solve_budget(options.vanilla_length, options.max_seq_length, hidden_size, prompt_length=m).rank
-    return DeptConfig(num_virtual_tokens=m, rank=r, max_length=options.max_seq_length, alpha=options.alpha,
+        r = solve_budget(options.vanilla_length, options.max_length, hidden_size, prompt_length=m).rank
+    return DeptConfig(prompt_length=m, rank=r, max_length=options.max_length, alpha=options.alpha,
                       scaling=options.scaling, prompt_init=options.prompt_init, init_text=options.init_text,
                       num_labels=num_labels, seed=options.seed, task=task_meta)
+
+
+# Where AutoModelForSequenceClassification keeps its freshly initialised head (PEFT's
+# SEQ_CLS modules_to_save lists the same two).
+HF_HEAD_NAMES = ("classifier", "score")
 
 
 class HFTunable(nn.Module):
     """A plain or PEFT-wrapped Hugging Face model with DeptModel's loop-facing methods."""
 
-    def __init__(self, model: nn.Module, family: Family, tokenizer):
+    def __init__(self, model: nn.Module, family: Family, tokenizer, method: str):
         super().__init__()
         self.model = model
         self.family = family
         self.tokenizer = tokenizer
+        self.method = method
+
+    def adapter_params(self) -> list[tuple[str, str, nn.Parameter]]:
+        """(role, name, parameter) of what trains: an encoder's fresh classification head is
+        role 'head' (it trains at head_lr, as DePT's does), everything else role `method`."""
+        return [("head" if self.family.has_head and any(part in HF_HEAD_NAMES for part in name.split("."))
+                 else self.method, name, p) for name, p in self.named_parameters() if p.requires_grad]
+
+    def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(name, p) for _, name, p in self.adapter_params()]
 
     def forward(self, input_ids, attention_mask=None, labels=None, source_mask=None, trim_logits=False,
                 **kwargs):
@@ -93,7 +114,7 @@ def build_model(options: TrainOptions, num_labels: int | None, task_meta: dict):
             adapter = model.load_adapter(options.init_from)  # transfer: the source task's adapter
             adapter.config.task = task_meta
             if family.has_head and num_labels and adapter.config.num_labels != num_labels:
-                new_head(adapter, num_labels, options.seed)
+                adapter.replace_head(num_labels, options.seed)
         else:
             head = num_labels if family.has_head else None  # generative models read text, not a head
             config = dept_config(options, model.hidden_size, head, task_meta)
@@ -122,61 +143,30 @@ def build_model(options: TrainOptions, num_labels: int | None, task_meta: dict):
 
         task_type = {"seq2seq": TaskType.SEQ_2_SEQ_LM, "causal": TaskType.CAUSAL_LM,
                      "encoder": TaskType.SEQ_CLS}[family.name]
-        base = get_peft_model(base, LoraConfig(task_type=task_type, r=options.lora_r,
-                                               lora_alpha=options.lora_alpha_baseline, lora_dropout=0.0))
-    return HFTunable(base, family, tokenizer), tokenizer, family, rms
-
-
-def new_head(adapter: DeptAdapter, num_labels: int, seed: int) -> None:
-    """Transfer between tasks with different classes: keep the source's prompt and pair, start
-    a new head for the target's classes (initialised as DeptAdapter.initialise does)."""
-    old = adapter.head
-    weight = torch.empty(num_labels, old.in_features)
-    nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=torch.Generator().manual_seed(seed))
-    head = nn.Linear(old.in_features, num_labels).to(device=old.weight.device, dtype=old.weight.dtype)
-    with torch.no_grad():
-        head.weight.copy_(weight)
-        head.bias.zero_()
-    adapter.head = head
-    adapter.config.num_labels = num_labels
-
-
-# Where AutoModelForSequenceClassification keeps its freshly initialised head (PEFT's
-# SEQ_CLS modules_to_save lists the same two).
-HF_HEAD_NAMES = ("classifier", "score")
-
-
-def is_new_head(model: nn.Module, name: str) -> bool:
-    """Whether parameter `name` of a plain or PEFT-wrapped HF encoder is its classification head."""
-    return (isinstance(model, HFTunable) and model.family.has_head
-            and any(part in HF_HEAD_NAMES for part in name.split(".")))
+        base = get_peft_model(base, LoraConfig(task_type=task_type, r=options.lora_baseline_rank,
+                                               lora_alpha=options.lora_baseline_alpha, lora_dropout=0.0))
+    return HFTunable(base, family, tokenizer, options.method), tokenizer, family, rms
 
 
 def param_groups(model: nn.Module, options: TrainOptions, rms: float) -> list[dict]:
-    """AdamW groups. DePT: prompt, low-rank pair and head each at their own rate.
-    Weight decay is applied to every group (the reference code passed it nowhere)."""
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not trainable:
+    """AdamW groups, one per role of model.adapter_params(), each at its own rate. DePT: prompt,
+    lowrank, head; LoRA and full: the body and an encoder's fresh head. Weight decay is applied
+    to every group (the reference code passed it nowhere)."""
+    listed = model.adapter_params()
+    if not listed:
         raise ValueError("nothing to train: no parameter requires grad")
     prompt_lr, lowrank_lr = resolve_learning_rates(options, rms)
-    if options.method in ("lora", "full"):
-        lr = options.learning_rate if options.learning_rate is not None else (
-            5e-4 if options.method == "lora" else 5e-5)
-        # An encoder's classification head starts from random; at the body's rate it barely
-        # moves in a CPU-sized budget (MiniLM/SST-2, 50 steps: chance). It gets head_lr, as
-        # DePT's and PT's heads do, so the baselines are not handicapped.
-        head, body = [], []
-        for name, param in trainable:
-            (head if is_new_head(model, name) else body).append(param)
-        return [{"name": name, "params": params, "lr": rate, "weight_decay": options.weight_decay}
-                for name, params, rate in ((options.method, body, lr), ("head", head, options.head_lr)) if params]
-    by_role: dict[str, list] = {"prompt": [], "lowrank": [], "head": []}
-    for name, param in trainable:
-        role = "prompt" if name.endswith(".prompt") else "head" if ".head." in name else "lowrank"
-        by_role[role].append(param)
-    rates = {"prompt": prompt_lr, "lowrank": lowrank_lr, "head": options.head_lr}
+    body_lr = options.learning_rate if options.learning_rate is not None else BASELINE_LR.get(options.method)
+    # An encoder's classification head starts from random; at the body's rate it barely
+    # moves in a CPU-sized budget (MiniLM/SST-2, 50 steps: chance), so every method's head
+    # gets head_lr and the baselines are not handicapped.
+    rates = {"prompt": prompt_lr, "lowrank": lowrank_lr, "head": options.head_lr,
+             "lora": body_lr, "full": body_lr}
+    by_role: dict[str, list] = {}
+    for role, _, param in listed:
+        by_role.setdefault(role, []).append(param)
     return [{"name": role, "params": params, "lr": rates[role], "weight_decay": options.weight_decay}
-            for role, params in by_role.items() if params]
+            for role, params in sorted(by_role.items(), key=lambda item: GROUP_ORDER.index(item[0]))]
 
 
 def save_trained(model: nn.Module, directory: Path, task_meta: dict) -> None:
@@ -189,7 +179,7 @@ def save_trained(model: nn.Module, directory: Path, task_meta: dict) -> None:
 
 
 def count_trainable(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return sum(p.numel() for _, p in model.trainable_parameters())
 
 
 def warmup_steps(options: TrainOptions) -> int:

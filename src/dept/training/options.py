@@ -1,8 +1,10 @@
 """TrainOptions: every knob of `dept train`, one dataclass for the CLI, YAML files and code.
 
-Field names follow the reference train.py where it has one (`--learning_rate`,
-`--lora_embedding_lr`, `--max_seq_length`, ...); `aliases` in a field's metadata lists
-other accepted spellings (`--prefix_length`, `--peft_model_id`).
+Field names are dept's one word per concept (prompt_length m, rank r, max_length s, as in
+DeptConfig and `dept budget`); `aliases` in a field's metadata lists the other accepted
+spellings, among them the reference train.py's (`--prefix_length`, `--r`,
+`--max_seq_length`, `--peft_model_id`). The LoRA baseline's own options start with
+`lora_baseline_` so they cannot be mistaken for DePT's low-rank update.
 """
 
 from __future__ import annotations
@@ -11,17 +13,21 @@ import functools
 import typing
 from dataclasses import asdict, dataclass, field, fields
 
+from ..config import DEFAULT_INIT_TEXT, PROMPT_INITS, SCALINGS
+from ..tasks.meta import DECODERS, DEFAULT_SPLIT_SEED
+from ..tasks.splits import PROTOCOLS
+from ..tasks.templates import TARGET_WORDS
+
 METHODS = ("dept", "pt", "lora", "full")
 
 # Options that count steps or examples: 0 would divide by zero or train nothing.
 AT_LEAST_ONE = ("max_steps", "eval_steps", "save_steps", "logging_steps", "per_device_train_batch_size",
-                "per_device_eval_batch_size", "gradient_accumulation_steps", "max_seq_length", "max_target_length")
+                "per_device_eval_batch_size", "gradient_accumulation_steps", "max_length", "max_target_length")
 
 # Scale-aware default learning rates, as multiples of the RMS of the model's input
 # embeddings: Adam moves each entry by about the learning rate whatever the gradient,
-# so what matters is the rate relative to the entries it moves. Measured on SmolLM2
-# (RMS 0.136) and SST-2: prompt 3e-2 and low-rank 1e-4 gave DePT 0.867 dev accuracy vs
-# 0.842 for PT; the paper's low-rank 3e-3 swamped the embeddings (chance accuracy).
+# so what matters is the rate relative to the entries it moves (docs/method.md gives the
+# measurements behind these two numbers).
 PROMPT_LR_PER_RMS = 0.22
 LOWRANK_LR_PER_RMS = 7.4e-4
 
@@ -44,25 +50,24 @@ class TrainOptions:
     # --- the adapter ---
     prompt_length: int | None = opt(None, "DePT's m (default: 60, or the vanilla length for pt)",
                                     "prefix_length", "num_virtual_tokens")
-    r: int | None = opt(None, "rank of the low-rank pair (default: solved from the budget of "
-                        "vanilla_length)", "rank")
+    rank: int | None = opt(None, "r: rank of the low-rank update (default: solved from the budget of "
+                           "vanilla_length)", "r")
     vanilla_length: int = opt(100, "l: the vanilla PT length whose parameter budget DePT matches")
     alpha: float = opt(8.0, "numerator of the update's scale (scale = alpha/sqrt(r))", "lora_alpha")
-    scaling: str = opt("sqrt", "sqrt: alpha/sqrt(r) as the reference; linear: alpha/r", choices=("sqrt", "linear"))
-    prompt_init: str = opt("text", "text, vocab or random", choices=("text", "vocab", "random"))
-    init_text: str = opt("Classify this text is positive or not:", "init text for prompt_init=text",
-                         "prompt_tuning_init_text")
+    scaling: str = opt("sqrt", "sqrt: alpha/sqrt(r) as the reference; linear: alpha/r", choices=SCALINGS)
+    prompt_init: str = opt("text", "text, vocab or random", choices=PROMPT_INITS)
+    init_text: str = opt(DEFAULT_INIT_TEXT, "init text for prompt_init=text", "prompt_tuning_init_text")
     init_from: str | None = opt(None, "start from a source-task adapter folder (transfer)", "peft_model_id")
-    lora_r: int = opt(8, "method=lora: LoRA rank")
-    lora_alpha_baseline: int = opt(16, "method=lora: LoRA alpha")
+    lora_baseline_rank: int = opt(8, "method=lora only: the LoRA baseline's rank")
+    lora_baseline_alpha: int = opt(16, "method=lora only: the LoRA baseline's alpha")
     # --- data ---
-    max_seq_length: int = opt(256, "s: maximum input length; longer inputs are truncated", "max_length")
+    max_length: int = opt(256, "s: maximum input length; longer inputs are truncated", "max_seq_length")
     max_target_length: int = opt(16, "maximum target tokens")
     pad_to_max_length: bool = opt(False, "pad every input to max_seq_length (reference policy; slower)")
     protocol: str = opt("paper", "paper: the paper's splits; official: the files' own splits",
-                        choices=("paper", "official"))
+                        choices=PROTOCOLS)
     target_words: str = opt("natural", "natural label words or the reference's label indices",
-                            choices=("natural", "index"))
+                            choices=TARGET_WORDS)
     k_shot_examples: int | None = opt(None, "train on k examples per class (few-shot)", "k_shot_example")
     max_train_samples: int | None = opt(None, "cap the training set (debugging, CPU budgets)")
     max_eval_samples: int | None = opt(None, "cap the validation and test sets")
@@ -71,8 +76,7 @@ class TrainOptions:
                                       f"{PROMPT_LR_PER_RMS} x embedding RMS); LoRA/full use it too", "lr")
     lora_embedding_lr: float | None = opt(None, "low-rank pair learning rate (default: "
                                           f"{LOWRANK_LR_PER_RMS} x embedding RMS)")
-    head_lr: float = opt(1e-2, "encoder models: learning rate of the classification head (1e-2 reached "
-                         "0.61 on SST-2 in 40 MiniLM steps where 1e-3 stayed at 0.50)")
+    head_lr: float = opt(1e-2, "encoder models: learning rate of the classification head")
     weight_decay: float = opt(1e-5, "AdamW weight decay, applied to every trainable tensor")
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)")
     max_steps: int = opt(1000, "optimiser steps")
@@ -82,11 +86,10 @@ class TrainOptions:
     gradient_accumulation_steps: int = opt(1, "micro-batches per optimiser step")
     mixed_precision: str = opt("auto", "auto (bf16 on CUDA where supported, else fp32), no, bf16, fp16",
                                choices=("auto", "no", "bf16", "fp16"))
-    seed: int = opt(42, "seed for initialisation, data order and splits")
+    seed: int = opt(DEFAULT_SPLIT_SEED, "seed for initialisation, data order and splits")
     # --- evaluation, checkpoints ---
-    decoder: str = opt("rank", "rank: rank classification (default: as accurate as generation on SST-2, "
-                       "never an invalid label, source encoded once); generate: greedy generation (the paper)",
-                       choices=("rank", "generate"))
+    decoder: str = opt("rank", "rank: rank classification over the label words (never an invalid "
+                       "label); generate: greedy generation (the paper)", choices=DECODERS)
     eval_steps: int = opt(100, "evaluate on validation every N steps (and at the end)")
     eval_at_start: bool = opt(True, "evaluate once before training (the 'before' number)")
     save_steps: int = opt(100, "write a resumable checkpoint every N steps")

@@ -1,0 +1,48 @@
+"""What an adapter remembers of the task it was trained on, with one set of defaults.
+
+Stored in the adapter's `task` record (adapter_config.json), read back by `dept eval`,
+`dept predict` and the server, so they rebuild the same splits and read answers the
+same way without the user repeating the training options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from dept.tasks.errors import TaskError
+from dept.tasks.splits import PROTOCOLS
+from dept.tasks.templates import TARGET_WORDS
+
+# How a generative model's answer is read: rank the task's candidate targets by
+# log-likelihood, or decode greedily (the paper).
+DECODERS = ("rank", "generate")
+DEFAULT_SPLIT_SEED = 42
+
+
+@dataclass
+class TaskMeta:
+    task: str | None = None
+    """Name in the task table; None for an adapter saved outside `dept train`."""
+    target_words: str = "natural"
+    """Label words: the natural words of each class, or the reference's label indices."""
+    decoder: str = "rank"
+    """How answers are read (DECODERS)."""
+    protocol: str = "paper"
+    """How splits were built (PROTOCOLS)."""
+    seed: int = DEFAULT_SPLIT_SEED
+    """Seed the paper-protocol splits were cut with."""
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("target_words", self.target_words, TARGET_WORDS),
+                                     ("decoder", self.decoder, DECODERS), ("protocol", self.protocol, PROTOCOLS)):
+            if value not in allowed:
+                raise TaskError(f"task metadata {name}: must be one of {list(allowed)}, got {value!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "TaskMeta":
+        """Known keys only: an adapter's task record may carry more (written by other tools)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known and v is not None})
