@@ -44,7 +44,7 @@ def run(target_words: str) -> dict:
            "after_rank": results["best_validation"]["accuracy"], "best_step": results["best_step"]}
     for decoder in ("rank", "generate"):
         printed = dept("eval", "--adapter", str(out), "--task", TASK, "--data_dir", str(DATA / "glue"),
-                       "--split", "validation", "--decoder", decoder, "--max_samples", str(EVAL_SAMPLES))
+                       "--split", "validation", "--decoder", decoder, "--max_eval_samples", str(EVAL_SAMPLES))
         row[f"eval_{decoder}"] = json.loads(printed.strip().splitlines()[-1])["accuracy"]
     return row
 

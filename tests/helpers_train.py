@@ -94,6 +94,19 @@ def dept_cli(*args: str) -> dict | None:
     return json.JSONDecoder().raw_decode(text[start:])[0]
 
 
+def dept_fails(*args: str, capsys=None) -> str:
+    """Run `dept ARGS` in this process expecting a user error: exit status 2 and exactly one line
+    on stderr, without a traceback. Returns that line."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    lines = err.getvalue().splitlines()
+    assert code == 2, (code, err.getvalue())
+    assert len(lines) == 1 and "Traceback" not in err.getvalue(), err.getvalue()
+    assert lines[0].startswith(f"dept {args[0]}: "), lines[0]
+    return lines[0]
+
+
 def subprocess_env() -> dict[str, str]:
     """One thread per process (the cores are shared), no stray distributed settings."""
     env = {k: v for k, v in os.environ.items()

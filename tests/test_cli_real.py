@@ -29,7 +29,7 @@ def test_rte_from_the_real_glue_files(llama_dir, shared_data, tmp_path):
     # the paper's RTE protocol: validation and test are the two seeded halves of the official dev set
     validation = load_task("rte", "validation", glue)
     assert len(validation) == 138 and len(load_task("rte", "test", glue)) == 139
-    evaluated = dept_cli("eval", "--adapter", out, "--data_dir", glue, "--max_samples", 16)
+    evaluated = dept_cli("eval", "--adapter", out, "--data_dir", glue, "--max_eval_samples", 16)
     assert evaluated["accuracy"] == r["best_validation"]["accuracy"]
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 from helpers_tiny import one_thread  # noqa: F401  (autouse: one CPU thread per module)
-from helpers_train import (adapter_tensors, dept_cli, dept_command, final_tensors, llama_dir,  # noqa: F401
+from helpers_train import (adapter_tensors, dept_cli, dept_command, dept_fails, final_tensors, llama_dir,  # noqa: F401
                            max_abs_diff, read_jsonl, results, subprocess_env)
 from safetensors.torch import load_file, save_file
 
@@ -98,6 +98,7 @@ def test_resume_without_a_checkpoint_starts_afresh(llama_dir, reference, tmp_pat
     """Killed before its first checkpoint: --resume runs from step 0, without the old lines."""
     out = tmp_path / "early"
     out.mkdir()
+    (out / ".dept-run").write_text("{}\n")  # a run folder dept made, killed before its first checkpoint
     (out / "metrics.jsonl").write_text(json.dumps({"step": 0, "split": "validation", "accuracy": 0.0}) + "\n")
     dept_cli(*options(llama_dir), "--output_dir", out, "--resume")
     assert without_speed(read_jsonl(out / "metrics.jsonl")) == without_speed(read_jsonl(reference / "metrics.jsonl"))
@@ -108,9 +109,7 @@ def test_a_used_output_dir_is_refused_without_resume(llama_dir, reference, tmp_p
     out = tmp_path / "used"
     shutil.copytree(reference, out)
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    with pytest.raises(SystemExit) as refused:
-        main([str(a) for a in options(llama_dir)] + ["--output_dir", str(out)])
-    message = str(refused.value.code)
+    message = dept_fails(*options(llama_dir), "--output_dir", out)
     assert "already holds a run" in message and "--resume" in message and "--overwrite_output_dir" in message
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # untouched
 
@@ -118,10 +117,11 @@ def test_a_used_output_dir_is_refused_without_resume(llama_dir, reference, tmp_p
 def test_overwrite_output_dir_starts_afresh(llama_dir, reference, tmp_path):
     out = tmp_path / "overwritten"
     shutil.copytree(reference, out)
-    (out / "stale.txt").write_text("from another run")
+    (out / "notes.txt").write_text("the user's own file")
+    (out / "checkpoint" / "mine").mkdir()
     dept_cli(*options(llama_dir), "--output_dir", out, "--overwrite_output_dir", "--max_steps", 3,
              "--eval_steps", 3)
-    assert not (out / "stale.txt").exists()
+    assert (out / "notes.txt").read_text() == "the user's own file"  # dept removes only what it wrote
     assert results(out)["steps"] == 3
     assert max(line["step"] for line in read_jsonl(out / "metrics.jsonl")) == 3
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from . import __version__
 from .adapter import DeptAdapter
 from .config import FIELD_ALIASES, ConfigError, DeptConfig
+from .errors import UserError
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -33,7 +34,7 @@ REQUIRED_FIELDS = ("prompt_length", "rank", "max_length", "alpha", "scaling", "o
                    "num_labels", "head_pooling")
 
 
-class AdapterFileError(ValueError):
+class AdapterFileError(UserError, ValueError):
     """An adapter folder is missing, corrupt, or does not fit the model it is loaded onto."""
 
 

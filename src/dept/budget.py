@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .errors import UserError
 
-class BudgetError(ValueError):
+
+class BudgetError(UserError, ValueError):
     """No DePT shape fits the requested budget."""
 
 

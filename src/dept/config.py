@@ -9,6 +9,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .errors import UserError
+
 SCALINGS = ("sqrt", "linear")
 PROMPT_INITS = ("text", "vocab", "random")
 OVERFLOW_POLICIES = ("truncate", "error")
@@ -22,7 +24,7 @@ DEFAULT_INIT_TEXT = "Classify this text is positive or not:"
 FIELD_ALIASES = {"num_virtual_tokens": "prompt_length"}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A DeptConfig field has a value that cannot describe an adapter."""
 
 

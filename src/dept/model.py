@@ -29,6 +29,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from . import adapter_io, scoring
 from .adapter import DeptAdapter
 from .config import DeptConfig
+from .errors import UserError
 from .families import Family, get_family
 from .layout import insert_prompts, real_token_positions
 from .pretrained import load_base
@@ -37,7 +38,7 @@ from .scoring import target_window
 DEFAULT_ADAPTER = "default"
 
 
-class InputTooLongError(ValueError):
+class InputTooLongError(UserError, ValueError):
     """An input has more real tokens than the adapter's max_length and on_overflow='error'."""
 
 

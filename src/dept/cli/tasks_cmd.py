@@ -1,8 +1,9 @@
-"""`dept tasks`: list the tasks, or count the rows of the task files under a folder.
+"""`dept tasks`: list the tasks, show one, or count the rows of the task files under a folder.
 
     dept tasks                          every task with its suite, kind and metrics
-    dept tasks --json                   the same as one JSON object
-    dept tasks --data-dir DIR [--json]  tasks found under DIR -> {split: rows}
+    dept tasks --show TASK              a task's input template, label words and metrics
+    dept tasks --data_dir DIR           tasks found under DIR -> {split: rows}
+    (--json on any of them prints one JSON object)
 """
 
 from __future__ import annotations
@@ -10,30 +11,65 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
+
+from ..options import check_options, opt
+from .arguments import add_options, options_from_args
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+@dataclass
+class TasksOptions:
+    data_dir: str | None = opt(None, "folder of official task files (a suite folder such as glue/, or a "
+                               "task folder): report the tasks found there and their row counts")
+    show: str | None = opt(None, "show one task: its input template, label words, metrics and split rule")
+    json: bool = opt(False, "print one JSON object")
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+def add_parser(subparsers, parents) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "tasks",
-        help="list the tasks, or count the rows of the official task files under --data-dir",
-        description=__doc__.splitlines()[0],
-    )
-    parser.add_argument("--data-dir", help="folder of official task files (a suite folder such as glue/, "
-                        "or a task folder); report the tasks found there and their row counts")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+        "tasks", help="list the tasks, show one, or count the rows of the task files under --data_dir",
+        description=__doc__.splitlines()[0], parents=parents)
+    add_options(parser, TasksOptions)
     parser.set_defaults(func=run)
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    from dept.tasks import TASKS, TaskDataError, find_tasks
+def describe(name: str) -> dict:
+    from ..tasks import get_task
+    from ..tasks.templates import TARGET_WORDS, class_targets
 
-    if args.data_dir is None:
+    spec = get_task(name)
+    return {
+        "task": spec.name, "suite": spec.suite, "kind": spec.kind,
+        "input_template": " ".join(f"{prefix} {{{field}}}" for prefix, field in spec.template),
+        "input_fields": [field for _, field in spec.template],
+        "label_words": ({words: class_targets(spec, words) for words in TARGET_WORDS}
+                        if spec.kind == "classification" else None),
+        "metrics": list(spec.metrics), "main_metric": spec.main_metric, "paper_split": spec.paper_split,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..tasks import TASKS, find_tasks
+
+    options = options_from_args(args, TasksOptions)
+    if options.show:
+        info = describe(options.show)
+        if options.json:
+            print(json.dumps(info, indent=2))
+        else:
+            for key, value in info.items():
+                print(f"{key:<16}{value}")
+        return 0
+    if options.data_dir is None:
         table = {
             name: {"suite": s.suite, "kind": s.kind, "metrics": list(s.metrics), "main_metric": s.main_metric}
             for name, s in TASKS.items()
         }
-        if args.json:
+        if options.json:
             print(json.dumps(table, indent=2))
             return 0
         print(f"{'task':<18}{'suite':<11}{'kind':<16}metrics (main first)")
@@ -42,17 +78,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:<18}{row['suite']:<11}{row['kind']:<16}{', '.join(metrics)}")
         return 0
 
-    try:
-        found = find_tasks(args.data_dir)
-    except TaskDataError as err:
-        print(f"dept tasks: error: {err}", file=sys.stderr)
-        return 2
-    if args.json:
+    found = find_tasks(options.data_dir)
+    if options.json:
         print(json.dumps(found))
     else:
         for name, counts in found.items():
             print(f"{name:<18}" + "  ".join(f"{split}={rows}" for split, rows in counts.items()))
     if not found:
-        print(f"dept tasks: no official task files found under {args.data_dir}", file=sys.stderr)
+        print(f"dept tasks: no official task files found under {options.data_dir}", file=sys.stderr)
         return 1
     return 0

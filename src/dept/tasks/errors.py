@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dept.errors import UserError
 
-class TaskError(ValueError):
+
+class TaskError(UserError, ValueError):
     """A task name, split or option that does not exist."""
 
 
-class TaskDataError(ValueError):
+class TaskDataError(UserError, ValueError):
     """A data file that is missing or not in the format the task expects."""
 
     def __init__(self, message: str, path: str | Path | None = None, where: int | str | None = None):

@@ -125,11 +125,33 @@ PREPARE: dict[str, Callable[[Record], Record]] = {
 }
 
 
+def format_source(spec: TaskSpec, record: Record, where: str = "record") -> str:
+    """The input text of a record given as raw fields ({"sentence": ...}), as training formats it.
+    A missing or non-text field is a TaskError naming `where` and the field."""
+    needed = [f for _, f in spec.template]
+    missing = [f for f in needed if f not in record]
+    if missing:
+        raise TaskError(f"{where}: missing field(s) {missing}; task {spec.name} reads {needed}")
+    wrong = [f for f in needed if not isinstance(record[f], str)]
+    if wrong:
+        raise TaskError(f"{where}: field(s) {wrong} must be text")
+    if spec.prepare is not None:
+        try:
+            record = PREPARE[spec.prepare](record)
+        except KeyError as err:
+            raise TaskError(f"{where}: missing field {err.args[0]!r} that task {spec.name} needs") from None
+    return _source_text(spec, record)
+
+
+def _source_text(spec: TaskSpec, record: Record) -> str:
+    return " ".join(f"{prefix} {record[field].strip()}" for prefix, field in spec.template)
+
+
 def format_record(spec: TaskSpec, record: Record, target_words: str = "natural") -> Example:
     """One record as an Example, in the chosen target words."""
     if spec.prepare is not None:
         record = PREPARE[spec.prepare](record)
-    source = " ".join(f"{prefix} {record[field].strip()}" for prefix, field in spec.template)
+    source = _source_text(spec, record)
     if spec.kind == "classification":
         label = record["label"]
         return Example(source, class_targets(spec, target_words)[label], label, record.get("group"))

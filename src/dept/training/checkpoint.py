@@ -15,9 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..errors import UserError
+
 CHECKPOINT = "checkpoint"
+OPTIONS = "options.json"
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -62,10 +66,16 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
 
 
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that is corrupt, or that a resumed run's options do not fit (names the file)."""
+
+
 def save_checkpoint(output_dir: Path, *, trainable: dict[str, torch.Tensor], optimizer, scheduler,
-                    trainer_state: dict, rank: int = 0, is_main: bool = True, barrier=lambda: None) -> Path:
+                    trainer_state: dict, options: dict | None = None, rank: int = 0, is_main: bool = True,
+                    barrier=lambda: None) -> Path:
     """Write output_dir/checkpoint atomically. `trainable`: name -> the tensors that train
-    (model.trainable_parameters()). Every process writes its own RNG state."""
+    (model.trainable_parameters()); `options`: the run's options, compared when resuming.
+    Every process writes its own RNG state."""
     final = output_dir / CHECKPOINT
     staging = output_dir / (CHECKPOINT + ".tmp")
     if is_main:
@@ -84,6 +94,8 @@ def save_checkpoint(output_dir: Path, *, trainable: dict[str, torch.Tensor], opt
         (staging / "optimizer.json").write_text(json.dumps(opt_meta))
         (staging / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
         (staging / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
+        if options is not None:
+            (staging / OPTIONS).write_text(json.dumps(options, indent=2, sort_keys=True))
         old = output_dir / (CHECKPOINT + ".old")
         if final.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -105,21 +117,43 @@ def find_checkpoint(output_dir: Path) -> Path | None:
     return None
 
 
+def read_options(path: Path) -> dict | None:
+    """The options a checkpoint was made with; None for a checkpoint that did not record them."""
+    file = path / OPTIONS
+    if not file.is_file():
+        return None
+    return _read(file, lambda f: json.loads(f.read_text()))
+
+
+def _read(file: Path, reader):
+    """reader(file), with a corrupt or unreadable file reported by name."""
+    try:
+        return reader(file)
+    except (OSError, ValueError, SafetensorError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{file}: corrupt or unreadable checkpoint file ({err}); delete the "
+                              f"checkpoint folder or pass --overwrite_output_dir to start afresh") from None
+
+
 def load_checkpoint(path: Path, *, trainable: dict[str, torch.Tensor], optimizer, scheduler,
                     rank: int = 0) -> dict:
     """Restore everything saved by save_checkpoint into `trainable` (name -> tensor), the
     optimiser and the schedule; returns the trainer state."""
-    saved = load_file(str(path / "trainable.safetensors"))
-    missing = sorted(set(saved) ^ set(trainable))
-    if missing:
-        raise ValueError(f"{path}: checkpoint tensors do not match the model's trainable ones: {missing[:5]}")
+    file = path / "trainable.safetensors"
+    saved = _read(file, lambda f: load_file(str(f)))
+    differ = sorted(set(saved) ^ set(trainable)) + sorted(
+        n for n in set(saved) & set(trainable) if saved[n].shape != trainable[n].shape)
+    if differ:
+        raise CheckpointError(f"{file}: its tensors do not fit the model's trainable ones ({differ[:5]})")
     with torch.no_grad():
         for name, value in saved.items():
             trainable[name].copy_(value)
-    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")),
-                                                   json.loads((path / "optimizer.json").read_text())))
-    scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
+    optimizer_state = _read(path / "optimizer.safetensors", lambda f: load_file(str(f)))
+    optimizer_meta = _read(path / "optimizer.json", lambda f: json.loads(f.read_text()))
+    _read(path / "optimizer.json", lambda f: optimizer.load_state_dict(
+        _unflatten_optimizer(optimizer_state, optimizer_meta)))
+    _read(path / "scheduler.json", lambda f: scheduler.load_state_dict(json.loads(f.read_text())))
     rng_file = path / f"rng-{rank}.safetensors"
     if rng_file.is_file():
-        _set_rng_state(load_file(str(rng_file)), json.loads((path / f"rng-{rank}.json").read_text()))
-    return json.loads((path / "trainer_state.json").read_text())
+        rng = _read(rng_file, lambda f: load_file(str(f)))
+        _read(path / f"rng-{rank}.json", lambda f: _set_rng_state(rng, json.loads(f.read_text())))
+    return _read(path / "trainer_state.json", lambda f: json.loads(f.read_text()))

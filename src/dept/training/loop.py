@@ -18,6 +18,8 @@ schedule step. One process or many (Accelerate); the main process evaluates and 
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,11 +32,25 @@ from ..data import IGNORE, Collator
 from ..evaluation import evaluate
 from ..model import DeptModel
 from . import outputs
-from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from .methods import build_model, count_trainable, param_groups, save_trained, warmup_steps
-from .options import TrainOptions
+from .checkpoint import (
+    CheckpointError,
+    find_checkpoint,
+    load_checkpoint,
+    read_options,
+    save_checkpoint,
+)
+from .methods import (
+    build_model,
+    count_trainable,
+    param_groups,
+    save_trained,
+    warmup_steps,
+)
+from .options import TrainOptions, result_fields
 from .stream import micro_batch_start, stream_indices
 from .task_data import TaskData, load_task_data
+
+log = logging.getLogger("dept")
 
 
 @dataclass
@@ -120,8 +136,10 @@ def setup(options: TrainOptions) -> Run:
     # s: an --init_from adapter brings its own (longer inputs would lose their ends, cue included).
     max_length = (model.dept_adapters[model.active_adapter].config.max_length if isinstance(model, DeptModel)
                   else options.max_length)
+    truncate = (model.dept_adapters[model.active_adapter].config.on_overflow == "truncate"
+                if isinstance(model, DeptModel) else True)
     collator = Collator(tokenizer, family, max_length, max_target_length=options.max_target_length,
-                        pad_to_max_length=options.pad_to_max_length)
+                        pad_to_max_length=options.pad_to_max_length, truncate=truncate)
     groups = param_groups(model, options, rms)
     optimizer = torch.optim.AdamW(groups)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(options), options.max_steps)
@@ -132,13 +150,30 @@ def setup(options: TrainOptions) -> Run:
 
     checkpoint = find_checkpoint(out) if options.resume else None
     if checkpoint is not None:
+        check_resumable(checkpoint, options)
         record = load_checkpoint(checkpoint, trainable=dict(run.plain.trainable_parameters()), optimizer=optimizer, scheduler=scheduler,
                                  rank=accelerator.process_index)
         run.state = TrainState.from_dict(record)
         run.log.truncate_after(run.state.step)
+        if main:
+            log.info("resuming from step %d of %d (%s)", run.state.step, options.max_steps, checkpoint)
     elif options.resume:
         run.log.truncate_after(-1)  # killed before its first checkpoint: start afresh, without its lines
     return run
+
+
+def check_resumable(checkpoint: Path, options: TrainOptions) -> None:
+    """Refuse to continue a run with options that would change its result, listing each one."""
+    saved = read_options(checkpoint)
+    if saved is None:
+        raise CheckpointError(f"{checkpoint}: records no options (written by an older dept), so resuming it "
+                              f"cannot be checked; pass --overwrite_output_dir to start afresh")
+    now = options.to_dict()
+    differ = [f"{name}: {saved.get(name)!r} -> {now[name]!r}" for name in result_fields()
+              if saved.get(name) != now[name]]
+    if differ:
+        raise CheckpointError(f"{checkpoint}: --resume with options that change the result; "
+                              f"{'; '.join(differ)} (resume with the run's options, or use another --output_dir)")
 
 
 def _evaluate(run: Run, examples) -> dict[str, float]:
@@ -235,7 +270,7 @@ def fit(run: Run) -> None:
             run.model.train()
         if step % options.save_steps == 0 or last:
             save_checkpoint(run.out, trainable=dict(run.plain.trainable_parameters()), optimizer=run.optimizer, scheduler=run.scheduler,
-                            trainer_state=state.to_dict(), rank=run.accelerator.process_index,
+                            trainer_state=state.to_dict(), options=options.to_dict(), rank=run.accelerator.process_index,
                             is_main=run.is_main, barrier=run.accelerator.wait_for_everyone)
     progress.close()
 
@@ -281,7 +316,23 @@ def finish(run: Run) -> dict:
 
 
 def train(options: TrainOptions) -> dict:
-    """Run one training job; returns what results.json holds."""
-    run = setup(options)
-    fit(run)
-    return finish(run)
+    """Run one training job; returns what results.json holds. A run that fails before its
+    first checkpoint removes what it wrote, so it never blocks the next attempt."""
+    out = Path(options.output_dir)
+    existed = out.exists()
+    try:
+        run = setup(options)
+        fit(run)
+        return finish(run)
+    except BaseException:
+        if int(os.environ.get("RANK", "0")) == 0:
+            abandon(out, existed)
+        raise
+
+
+def abandon(out: Path, existed: bool) -> None:
+    """Remove what a failed run wrote, if it got no checkpoint (there is nothing to resume)."""
+    if out.is_dir() and outputs.is_run_folder(out) and outputs.is_unfinished(out):
+        kept = outputs.clear_run_folder(out)
+        if not existed and not kept:
+            out.rmdir()

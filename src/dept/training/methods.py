@@ -15,6 +15,7 @@ trains every weight; both are wrapped by `HFTunable` so the loop has no branches
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from ..families import Family
 from ..model import DeptModel
 from ..scoring import target_log_likelihood
 from .options import LOWRANK_LR_PER_RMS, PROMPT_LR_PER_RMS, TrainOptions
+from .outputs import record_outputs
+
+log = logging.getLogger("dept")
 
 # Default learning rate of the baselines' trained weights when --learning_rate is not given.
 BASELINE_LR = {"lora": 5e-4, "full": 5e-5}
@@ -57,8 +61,15 @@ def dept_config(options: TrainOptions, hidden_size: int, num_labels: int | None,
     else:
         m = options.prompt_length if options.prompt_length is not None else 60
         r = solve_budget(options.vanilla_length, options.max_length, hidden_size, prompt_length=m).rank
+    if options.method == "dept" and options.rank is not None and options.prompt_length is not None:
+        # Both given: the budget is not solved, so say where the shape lands against it.
+        used, budget = m * hidden_size + (options.max_length + hidden_size) * r, options.vanilla_length * hidden_size
+        where = "on" if used == budget else "over" if used > budget else "under"
+        log.info("prompt_length %d and rank %d give %s trainable parameters, %s the budget of vanilla_length "
+                 "%d (%s)", m, r, f"{used:,}", where, options.vanilla_length, f"{budget:,}")
     return DeptConfig(prompt_length=m, rank=r, max_length=options.max_length, alpha=options.alpha,
                       scaling=options.scaling, prompt_init=options.prompt_init, init_text=options.init_text,
+                      on_overflow=options.on_overflow,
                       num_labels=num_labels, seed=options.seed, task=task_meta)
 
 
@@ -105,7 +116,7 @@ class HFTunable(nn.Module):
 
 def build_model(options: TrainOptions, num_labels: int | None, task_meta: dict):
     """(model, tokenizer, family, hidden-state RMS of the embeddings) for options.method."""
-    from ..pretrained import load_base, load_tokenizer, resolve
+    from ..pretrained import load_base, load_config, load_tokenizer, resolve
 
     if options.method in ("dept", "pt"):
         base, tokenizer, family = load_base(options.model_name_or_path)
@@ -121,12 +132,12 @@ def build_model(options: TrainOptions, num_labels: int | None, task_meta: dict):
             model.add_adapter("default", config)
         return model, tokenizer, family, embedding_rms(base)
 
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     from ..families import get_family
 
     path = resolve(options.model_name_or_path)
-    family = get_family(AutoConfig.from_pretrained(path))
+    family = get_family(load_config(path))
     tokenizer = load_tokenizer(path, family)
     if family.has_head:
         kwargs = {"num_labels": num_labels}
@@ -174,8 +185,11 @@ def save_trained(model: nn.Module, directory: Path, task_meta: dict) -> None:
     if isinstance(model, DeptModel):
         model.save_adapter(directory, **task_meta)
     else:
+        before = {p.name for p in directory.iterdir()}
         model.model.save_pretrained(directory)
         model.tokenizer.save_pretrained(directory)
+        # Names not known in advance: listed in the run's marker so an overwrite removes them.
+        record_outputs(directory, sorted({p.name for p in directory.iterdir()} - before))
 
 
 def count_trainable(model: nn.Module) -> int:

@@ -4,25 +4,21 @@ Field names are dept's one word per concept (prompt_length m, rank r, max_length
 DeptConfig and `dept budget`); `aliases` in a field's metadata lists the other accepted
 spellings, among them the reference train.py's (`--prefix_length`, `--r`,
 `--max_seq_length`, `--peft_model_id`). The LoRA baseline's own options start with
-`lora_baseline_` so they cannot be mistaken for DePT's low-rank update.
+`lora_baseline_` so they cannot be mistaken for DePT's low-rank update. Bounds live in the
+fields too (`minimum`, `positive`) and are checked by options.check_options.
 """
 
 from __future__ import annotations
 
-import functools
-import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
-from ..config import DEFAULT_INIT_TEXT, PROMPT_INITS, SCALINGS
+from ..config import DEFAULT_INIT_TEXT, OVERFLOW_POLICIES, PROMPT_INITS, SCALINGS
+from ..options import check_options, from_mapping, opt, spellings
 from ..tasks.meta import DECODERS, DEFAULT_SPLIT_SEED
 from ..tasks.splits import PROTOCOLS
 from ..tasks.templates import TARGET_WORDS
 
 METHODS = ("dept", "pt", "lora", "full")
-
-# Options that count steps or examples: 0 would divide by zero or train nothing.
-AT_LEAST_ONE = ("max_steps", "eval_steps", "save_steps", "logging_steps", "per_device_train_batch_size",
-                "per_device_eval_batch_size", "gradient_accumulation_steps", "max_length", "max_target_length")
 
 # Scale-aware default learning rates, as multiples of the RMS of the model's input
 # embeddings: Adam moves each entry by about the learning rate whatever the gradient,
@@ -31,9 +27,9 @@ AT_LEAST_ONE = ("max_steps", "eval_steps", "save_steps", "logging_steps", "per_d
 PROMPT_LR_PER_RMS = 0.22
 LOWRANK_LR_PER_RMS = 7.4e-4
 
-
-def opt(default, help: str, *aliases: str, choices=None):
-    return field(default=default, metadata={"help": help, "aliases": aliases, "choices": choices})
+# Options that cannot change what a run computes: a resumed run may differ in these.
+RESUME_MAY_DIFFER = ("output_dir", "resume", "overwrite_output_dir", "logging_steps", "save_steps",
+                     "per_device_eval_batch_size")
 
 
 @dataclass
@@ -48,79 +44,67 @@ class TrainOptions:
     method: str = opt("dept", "dept, pt (vanilla prompt tuning), lora (PEFT), full (all weights)",
                       choices=METHODS)
     # --- the adapter ---
-    prompt_length: int | None = opt(None, "DePT's m (default: 60, or the vanilla length for pt)",
-                                    "prefix_length", "num_virtual_tokens")
+    prompt_length: int | None = opt(None, "m: soft prompt length (default: 60, or the vanilla length for pt)",
+                                    "prefix_length", "num_virtual_tokens", minimum=0)
     rank: int | None = opt(None, "r: rank of the low-rank update (default: solved from the budget of "
-                           "vanilla_length)", "r")
-    vanilla_length: int = opt(100, "l: the vanilla PT length whose parameter budget DePT matches")
-    alpha: float = opt(8.0, "numerator of the update's scale (scale = alpha/sqrt(r))", "lora_alpha")
+                           "vanilla_length)", "r", minimum=0)
+    vanilla_length: int = opt(100, "l: the vanilla PT length whose parameter budget DePT matches", minimum=1)
+    alpha: float = opt(8.0, "numerator of the update's scale (scale = alpha/sqrt(r))", "lora_alpha",
+                       positive=True)
     scaling: str = opt("sqrt", "sqrt: alpha/sqrt(r) as the reference; linear: alpha/r", choices=SCALINGS)
     prompt_init: str = opt("text", "text, vocab or random", choices=PROMPT_INITS)
     init_text: str = opt(DEFAULT_INIT_TEXT, "init text for prompt_init=text", "prompt_tuning_init_text")
     init_from: str | None = opt(None, "start from a source-task adapter folder (transfer)", "peft_model_id")
-    lora_baseline_rank: int = opt(8, "method=lora only: the LoRA baseline's rank")
-    lora_baseline_alpha: int = opt(16, "method=lora only: the LoRA baseline's alpha")
+    on_overflow: str = opt("truncate", "inputs longer than max_length: truncate keeps the first s tokens, "
+                           "error refuses them (saved with the adapter)", choices=OVERFLOW_POLICIES)
+    lora_baseline_rank: int = opt(8, "method=lora only: the LoRA baseline's rank", minimum=1)
+    lora_baseline_alpha: int = opt(16, "method=lora only: the LoRA baseline's alpha", positive=True)
     # --- data ---
-    max_length: int = opt(256, "s: maximum input length; longer inputs are truncated", "max_seq_length")
-    max_target_length: int = opt(16, "maximum target tokens")
-    pad_to_max_length: bool = opt(False, "pad every input to max_seq_length (reference policy; slower)")
+    max_length: int = opt(256, "s: maximum input length; longer inputs are truncated", "max_seq_length",
+                          minimum=1)
+    max_target_length: int = opt(16, "maximum target tokens (and new tokens when evaluating by generation)",
+                                 minimum=1)
+    pad_to_max_length: bool = opt(False, "pad every input to max_length (reference policy; slower)")
     protocol: str = opt("paper", "paper: the paper's splits; official: the files' own splits",
                         choices=PROTOCOLS)
     target_words: str = opt("natural", "natural label words or the reference's label indices",
                             choices=TARGET_WORDS)
-    k_shot_examples: int | None = opt(None, "train on k examples per class (few-shot)", "k_shot_example")
-    max_train_samples: int | None = opt(None, "cap the training set (debugging, CPU budgets)")
-    max_eval_samples: int | None = opt(None, "cap the validation and test sets")
+    k_shot_examples: int | None = opt(None, "train on k examples per class (few-shot)", "k_shot_example",
+                                      minimum=1)
+    max_train_samples: int | None = opt(None, "cap the training set (debugging, CPU budgets)", minimum=1)
+    max_eval_samples: int | None = opt(None, "cap the validation and test sets", minimum=1)
     # --- optimisation ---
     learning_rate: float | None = opt(None, "soft prompt learning rate (default: "
-                                      f"{PROMPT_LR_PER_RMS} x embedding RMS); LoRA/full use it too", "lr")
-    lora_embedding_lr: float | None = opt(None, "low-rank pair learning rate (default: "
-                                          f"{LOWRANK_LR_PER_RMS} x embedding RMS)")
-    head_lr: float = opt(1e-2, "encoder models: learning rate of the classification head")
-    weight_decay: float = opt(1e-5, "AdamW weight decay, applied to every trainable tensor")
-    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)")
-    max_steps: int = opt(1000, "optimiser steps")
-    warmup_steps: int | None = opt(None, "linear warm-up steps (default: 6% of max_steps)")
-    per_device_train_batch_size: int = opt(16, "training batch per process", "batch_size")
-    per_device_eval_batch_size: int = opt(32, "evaluation batch per process")
-    gradient_accumulation_steps: int = opt(1, "micro-batches per optimiser step")
+                                      f"{PROMPT_LR_PER_RMS} x embedding RMS); LoRA/full use it too", "lr",
+                                      positive=True)
+    lora_embedding_lr: float | None = opt(None, "low-rank update learning rate (default: "
+                                          f"{LOWRANK_LR_PER_RMS} x embedding RMS)", positive=True)
+    head_lr: float = opt(1e-2, "encoder models: learning rate of the classification head", positive=True)
+    weight_decay: float = opt(1e-5, "AdamW weight decay, applied to every trainable tensor", minimum=0)
+    max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)", minimum=0)
+    max_steps: int = opt(1000, "optimiser steps", minimum=1)
+    warmup_steps: int | None = opt(None, "linear warm-up steps (default: 6% of max_steps)", minimum=0)
+    per_device_train_batch_size: int = opt(16, "training batch per process", "batch_size", "train_batch_size",
+                                           minimum=1)
+    per_device_eval_batch_size: int = opt(32, "evaluation batch per process", "eval_batch_size", minimum=1)
+    gradient_accumulation_steps: int = opt(1, "micro-batches per optimiser step", minimum=1)
     mixed_precision: str = opt("auto", "auto (bf16 on CUDA where supported, else fp32), no, bf16, fp16",
                                choices=("auto", "no", "bf16", "fp16"))
     seed: int = opt(DEFAULT_SPLIT_SEED, "seed for initialisation, data order and splits")
     # --- evaluation, checkpoints ---
     decoder: str = opt("rank", "rank: rank classification over the label words (never an invalid "
                        "label); generate: greedy generation (the paper)", choices=DECODERS)
-    eval_steps: int = opt(100, "evaluate on validation every N steps (and at the end)")
+    eval_steps: int = opt(100, "evaluate on validation every N steps (and at the end)", minimum=1)
     eval_at_start: bool = opt(True, "evaluate once before training (the 'before' number)")
-    save_steps: int = opt(100, "write a resumable checkpoint every N steps")
-    logging_steps: int = opt(10, "log training loss every N steps")
-    resume: bool = opt(False, "continue from output_dir/checkpoint if present", "resume_from_checkpoint")
-    overwrite_output_dir: bool = opt(False, "start afresh even if output_dir holds a run")
+    save_steps: int = opt(100, "write a resumable checkpoint every N steps", minimum=1)
+    logging_steps: int = opt(10, "log training loss every N steps", minimum=1)
+    resume: bool = opt(False, "continue from output_dir/checkpoint; refused if an option that changes "
+                       "the result differs from the checkpoint's", "resume_from_checkpoint")
+    overwrite_output_dir: bool = opt(False, "start afresh in output_dir; only a folder dept made is emptied")
     no_test: bool = opt(False, "skip the final test-split evaluation")
 
     def __post_init__(self) -> None:
-        """Refuse a value no run can use, naming the option: YAML files and code do not pass
-        through argparse's type and choice checks (a misspelt `method: loar` would otherwise
-        fall through to full fine-tuning)."""
-        for f in fields(self):
-            value = getattr(self, f.name)
-            kind, optional = field_type(f.name)
-            if value is None and optional:
-                continue
-            if kind is bool:
-                ok = isinstance(value, bool)
-            elif kind in (int, float):
-                ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
-            else:
-                ok = isinstance(value, kind)
-            if not ok:
-                raise ValueError(f"option {f.name}: expected {kind.__name__}{' or null' if optional else ''}, "
-                                 f"got {value!r}")
-            choices = f.metadata.get("choices")
-            if choices and value not in choices:
-                raise ValueError(f"option {f.name}: must be one of {list(choices)}, got {value!r}")
-            if f.name in AT_LEAST_ONE and value < 1:
-                raise ValueError(f"option {f.name}: must be at least 1, got {value}")
+        check_options(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,31 +112,14 @@ class TrainOptions:
     @classmethod
     def field_names(cls) -> dict[str, str]:
         """Every accepted spelling (name or alias) -> field name."""
-        names = {}
-        for f in fields(cls):
-            names[f.name] = f.name
-            for alias in f.metadata.get("aliases", ()):
-                names[alias] = f.name
-        return names
+        return spellings(cls)
 
     @classmethod
     def from_mapping(cls, data: dict, source: str = "options") -> "TrainOptions":
         """From a YAML/JSON mapping whose keys are field names or aliases; unknown keys are errors."""
-        names = cls.field_names()
-        unknown = sorted(k for k in data if k not in names)
-        if unknown:
-            raise ValueError(f"{source}: unknown option(s) {unknown}")
-        return cls(**{names[k]: v for k, v in data.items()})
+        return from_mapping(cls, data, source)
 
 
-@functools.cache
-def _hints() -> dict:
-    return typing.get_type_hints(TrainOptions)
-
-
-def field_type(name: str) -> tuple[type, bool]:
-    """(value type, whether None is allowed) of a TrainOptions field: `int | None` -> (int, True)."""
-    hint = _hints()[name]
-    args = typing.get_args(hint)
-    kinds = [a for a in args if a is not type(None)] or [hint]
-    return kinds[0], type(None) in args
+def result_fields() -> list[str]:
+    """The options that can change what a run computes (compared when resuming)."""
+    return [f.name for f in fields(TrainOptions) if f.name not in RESUME_MAY_DIFFER]

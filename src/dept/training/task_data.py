@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..tasks import TaskMeta, candidate_targets, get_task, load_task, main_metric
+from ..tasks import (
+    TaskDataError,
+    TaskMeta,
+    candidate_targets,
+    get_task,
+    load_task,
+    main_metric,
+)
 from .options import TrainOptions
 
 
@@ -32,6 +39,8 @@ def load_task_data(options: TrainOptions) -> TaskData:
         train = train[:options.max_train_samples]
     if options.max_eval_samples:
         validation, test = validation[:options.max_eval_samples], test[:options.max_eval_samples]
+    if not train:
+        raise TaskDataError(f"task {spec.name}: the training split has no examples")
     candidates = candidate_targets(options.task, options.target_words)
     num_labels = len(candidates) if candidates else (1 if spec.kind == "regression" else None)
     meta = TaskMeta(task=spec.name, target_words=options.target_words, decoder=options.decoder,

@@ -1,0 +1,77 @@
+"""Options as dataclasses: one field per option, its help, aliases, choices and bounds
+in the field's metadata, checked in one place.
+
+The command line (cli/arguments.py) generates its flags from the same fields, and YAML
+files bind to them, so help text, defaults and checks never drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import field, fields
+
+from .errors import OptionError
+
+
+def opt(default, help: str, *aliases: str, choices=None, minimum: float | None = None,
+        positive: bool = False, required: bool = False):
+    """A dataclass field that is an option. `minimum`: the smallest value allowed;
+    `positive`: must be > 0 (rates); `required`: the command line demands it."""
+    return field(default=default, metadata={"help": help, "aliases": aliases, "choices": choices,
+                                            "minimum": minimum, "positive": positive, "required": required})
+
+
+def field_type(cls: type, name: str) -> tuple[type, bool]:
+    """(value type, whether None is allowed) of a field: `int | None` -> (int, True)."""
+    hint = typing.get_type_hints(cls)[name]
+    args = typing.get_args(hint)
+    kinds = [a for a in args if a is not type(None)] or [hint]
+    return kinds[0], type(None) in args
+
+
+def spellings(cls: type) -> dict[str, str]:
+    """Every accepted spelling (name or alias) -> field name."""
+    names = {}
+    for f in fields(cls):
+        names[f.name] = f.name
+        for alias in f.metadata.get("aliases", ()):
+            names[alias] = f.name
+    return names
+
+
+def check_options(options) -> None:
+    """Refuse any value no run can use, naming the option. YAML files and code do not pass
+    through argparse's type and choice checks (a misspelt `method: loar` would otherwise fall
+    through to full fine-tuning), and argparse checks no bounds."""
+    for f in fields(options):
+        value = getattr(options, f.name)
+        kind, optional = field_type(type(options), f.name)
+        if value is None and optional:
+            continue
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind in (int, float):
+            ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            raise OptionError(f"option {f.name}: expected {kind.__name__}{' or null' if optional else ''}, "
+                              f"got {value!r}")
+        meta = f.metadata
+        if meta.get("choices") and value not in meta["choices"]:
+            raise OptionError(f"option {f.name}: must be one of {list(meta['choices'])}, got {value!r}")
+        if meta.get("minimum") is not None and value < meta["minimum"]:
+            raise OptionError(f"option {f.name}: must be at least {meta['minimum']}, got {value}")
+        if meta.get("positive") and not value > 0:
+            raise OptionError(f"option {f.name}: must be greater than 0, got {value}")
+
+
+def from_mapping(cls: type, data: dict, source: str = "options"):
+    """An options dataclass from a YAML/JSON mapping whose keys are field names or aliases."""
+    names = spellings(cls)
+    unknown = sorted(k for k in data if k not in names)
+    if unknown:
+        raise OptionError(f"{source}: unknown option(s) {unknown}")
+    return cls(**{names[k]: v for k, v in data.items()})
