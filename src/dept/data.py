@@ -94,9 +94,10 @@ class Collator:
         attention = pad_rows([[1] * len(r) for r in rows], 0, self.side, length)
         return {"input_ids": input_ids, "attention_mask": attention}
 
-    def source_batch(self, examples: Sequence[ExampleLike]) -> dict[str, Tensor]:
-        """Inputs only: for generation and for encoder classification."""
-        return self._inputs([self.source_ids(e.source) for e in examples])
+    def source_batch(self, examples: Sequence[ExampleLike | str]) -> dict[str, Tensor]:
+        """Inputs only (examples, or formatted source strings): for generation and for encoder
+        classification."""
+        return self._inputs([self.source_ids(e if isinstance(e, str) else e.source) for e in examples])
 
     def __call__(self, examples: Sequence[ExampleLike]) -> dict[str, Tensor]:
         """A training batch with labels."""

@@ -29,6 +29,8 @@ COMMANDS = {
     "demo": "dept.cli.demo_cmd",
 }
 EXIT_USER_ERROR = 2
+DESCRIPTION = ("Decomposed Prompt Tuning (DePT) for Hugging Face models: train, evaluate and use small "
+               "adapters on one frozen model. `dept demo` trains one on the bundled task, offline.")
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -41,7 +43,7 @@ def common_options() -> argparse.ArgumentParser:
 
 def build_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """(the top-level parser, each built sub-command's parser by name)."""
-    parser = argparse.ArgumentParser(prog="dept", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="dept", description=DESCRIPTION,
                                      parents=[common_options()])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

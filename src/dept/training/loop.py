@@ -127,6 +127,9 @@ def setup(options: TrainOptions) -> Run:
     out = Path(options.output_dir)
     outputs.prepare_output_dir(out, resume=options.resume, overwrite=options.overwrite_output_dir, is_main=main)
     accelerator.wait_for_everyone()
+    checkpoint = find_checkpoint(out) if options.resume else None
+    if checkpoint is not None:  # before any data or model is loaded: a refusal costs nothing
+        check_resumable(checkpoint, options)
     set_seed(options.seed)
 
     data = load_task_data(options)
@@ -148,9 +151,7 @@ def setup(options: TrainOptions) -> Run:
               collator, outputs.MetricsLog(out / outputs.METRICS, enabled=main),
               {g["name"]: g["lr"] for g in groups}, TrainState(), wall_start)
 
-    checkpoint = find_checkpoint(out) if options.resume else None
     if checkpoint is not None:
-        check_resumable(checkpoint, options)
         record = load_checkpoint(checkpoint, trainable=dict(run.plain.trainable_parameters()), optimizer=optimizer, scheduler=scheduler,
                                  rank=accelerator.process_index)
         run.state = TrainState.from_dict(record)
