@@ -22,6 +22,11 @@ class Loaded:
 def load_trained(adapter_dir: str | Path, base_model: str | None = None, device: str | None = None) -> Loaded:
     """The adapter in `adapter_dir` on its base model (or `base_model` if given)."""
     config, base = read_adapter_config(adapter_dir)
+    meta = TaskMeta.from_dict(config.task)
+    if meta.custom:  # a user's own task: registered again, so it is read as training read it
+        from .tasks.custom import CustomTask
+
+        CustomTask.from_description(meta.custom).spec()
     name = base_model or base.get("base_model_name_or_path")
     if not name:
         raise ValueError(f"{adapter_dir}: the adapter does not name its base model; pass --model")
@@ -31,4 +36,4 @@ def load_trained(adapter_dir: str | Path, base_model: str | None = None, device:
         model.to(device)
     collator = Collator(model.tokenizer, model.family, config.max_length,
                         truncate=config.on_overflow == "truncate")
-    return Loaded(model, collator, TaskMeta.from_dict(config.task))
+    return Loaded(model, collator, meta)

@@ -21,6 +21,8 @@ class EvalOptions:
     data_dir: str | None = opt(None, "folder of the task's official files (suite or task folder)")
     from_hub: bool = opt(False, "load the task from the Hugging Face hub instead of data_dir")
     split: str = opt("validation", "which split to score", choices=SPLITS)
+    test_file: str | None = opt(None, "an adapter of your own task: score this file (.csv, .tsv, .jsonl, .json, "
+                                ".parquet), read with the adapter's template and labels")
     protocol: str | None = opt(None, "split protocol (default: the adapter's)", choices=PROTOCOLS)
     seed: int | None = opt(None, "seed of the paper's split protocol (default: the adapter's), so validation "
                            "is the split training held out")
@@ -54,16 +56,26 @@ def run(args: argparse.Namespace) -> int:
     task = options.task or meta.task
     if not task:
         raise UserError(f"--adapter {options.adapter}: the adapter names no task; pass --task")
-    examples = load_task(task, options.split, options.data_dir,
-                         protocol=options.protocol or meta.protocol,
-                         seed=options.seed if options.seed is not None else meta.seed,
-                         target_words=meta.target_words, from_hub=options.from_hub)
+    if options.test_file:
+        if not meta.custom:
+            raise UserError(f"--test_file: adapter {options.adapter} was trained on the built-in task {task!r}; "
+                            f"score it with --data_dir and --split")
+        from ..tasks.custom import CustomTask
+
+        examples = CustomTask.from_description(meta.custom).read_split(options.test_file)
+        split = options.test_file
+    else:
+        examples = load_task(task, options.split, options.data_dir,
+                             protocol=options.protocol or meta.protocol,
+                             seed=options.seed if options.seed is not None else meta.seed,
+                             target_words=meta.target_words, from_hub=options.from_hub)
+        split = options.split
     if options.max_eval_samples:
         examples = examples[:options.max_eval_samples]
     decoder = options.decoder or meta.decoder
     metrics = evaluate(loaded.model, loaded.collator, task, examples, decoder=decoder,
                        target_words=meta.target_words, batch_size=options.per_device_eval_batch_size,
                        max_new_tokens=options.max_new_tokens)
-    print(json.dumps({"task": task, "split": options.split, "examples": len(examples), "decoder": decoder,
+    print(json.dumps({"task": task, "split": split, "examples": len(examples), "decoder": decoder,
                       **metrics}))
     return 0

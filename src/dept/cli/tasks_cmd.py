@@ -21,7 +21,8 @@ from .arguments import add_options, options_from_args
 class TasksOptions:
     data_dir: str | None = opt(None, "folder of official task files (a suite folder such as glue/, or a "
                                "task folder): report the tasks found there and their row counts")
-    show: str | None = opt(None, "show one task: its input template, label words, metrics and split rule")
+    show: str | None = opt(None, "show one task: its input template, label words, metrics and split rule; "
+                           "for a task file (.yaml) also its row counts and label balance")
     json: bool = opt(False, "print one JSON object")
 
     def __post_init__(self) -> None:
@@ -52,12 +53,30 @@ def describe(name: str) -> dict:
     }
 
 
+def describe_file(path: str) -> dict:
+    """A task file as dept understands it, with each split's rows and label balance."""
+    from collections import Counter
+
+    from ..tasks.custom import CustomTask
+
+    task = CustomTask.from_yaml(path)
+    loaded = task.load()
+    spec = loaded.spec
+    info = {"task": spec.name, **{k: v for k, v in task.description().items() if k != "name"},
+            "files": {k: getattr(task, k) for k in ("train_file", "validation_file", "test_file")},
+            "metrics": list(spec.metrics), "rows": {k: len(v) for k, v in loaded.splits.items()}, "notes": loaded.notes}
+    if spec.kind == "classification":
+        info["label_balance"] = {split: {spec.natural_words[c]: n for c, n in sorted(Counter(
+            e.label for e in examples).items())} for split, examples in loaded.splits.items()}
+    return info
+
+
 def run(args: argparse.Namespace) -> int:
     from ..tasks import TASKS, find_tasks
 
     options = options_from_args(args, TasksOptions)
     if options.show:
-        info = describe(options.show)
+        info = describe_file(options.show) if options.show.endswith((".yaml", ".yml")) else describe(options.show)
         if options.json:
             print(json.dumps(info, indent=2))
         else:

@@ -11,7 +11,7 @@ from dept.tasks.errors import TaskDataError, TaskError
 from dept.tasks.meta import DECODERS, TaskMeta
 from dept.tasks.metrics import compute_metrics, main_metric
 from dept.tasks.records import Example
-from dept.tasks.registry import TASKS, HubSource, TaskSpec, get_task
+from dept.tasks.registry import TASKS, HubSource, TaskSpec, get_task, register_task
 from dept.tasks.sources import find_tasks
 
 __all__ = [
@@ -29,4 +29,5 @@ __all__ = [
     "get_task",
     "load_task",
     "main_metric",
+    "register_task",
 ]

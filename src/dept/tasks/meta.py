@@ -31,6 +31,9 @@ class TaskMeta:
     """How splits were built (PROTOCOLS)."""
     seed: int = DEFAULT_SPLIT_SEED
     """Seed the paper-protocol splits were cut with."""
+    custom: dict | None = None
+    """A user's own task (tasks/custom.py): its template, label column and words, type, metric
+    and labels, so new files and raw records are read as training read them."""
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("target_words", self.target_words, TARGET_WORDS),

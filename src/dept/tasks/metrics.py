@@ -131,7 +131,23 @@ def _extractive_qa(spec: TaskSpec, predictions: Sequence[Any], examples: Sequenc
         em += max(float(normalize_answer(text) == normalize_answer(a)) for a in answers)
         f1 += max(_token_f1(text, a) for a in answers)
     n = len(examples)
-    return {m: {"em": em / n, "f1": f1 / n}[m] for m in spec.metrics}
+    scores = {"em": lambda: em / n, "f1": lambda: f1 / n,
+              "rougeL": lambda: _rouge_l(predictions, examples)}
+    return {m: float(scores[m]()) for m in spec.metrics}
+
+
+def _rouge_l(predictions: Sequence[Any], examples: Sequence[Example]) -> float:
+    """Mean ROUGE-L F-measure (rouge-score, with stemming as its authors' default use) against
+    the best-matching gold answer."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    total = 0.0
+    for prediction, example in zip(predictions, examples):
+        text = prediction if isinstance(prediction, str) else ""
+        answers = example.answers or (str(example.label),)
+        total += max(scorer.score(a, text)["rougeL"].fmeasure for a in answers)
+    return total / len(examples)
 
 
 def compute_metrics(name: str, predictions: Sequence[Any], examples: Sequence[Example]) -> dict[str, float]:

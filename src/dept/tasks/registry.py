@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 from dept.tasks.errors import TaskError
 
-KINDS = ("classification", "regression", "extractive_qa")
+KINDS = ("classification", "regression", "extractive_qa", "generation")
 PAPER_SPLITS = ("halve", "holdout", "mnli", "official")
-METRICS = ("accuracy", "f1", "f1_macro", "matthews_correlation", "pearson", "spearman", "em")
+METRICS = ("accuracy", "f1", "f1_macro", "matthews_correlation", "pearson", "spearman", "em", "rougeL")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,7 @@ class TaskSpec:
     aliases: tuple[str, ...] = ()  # other names get_task accepts
     score_range: tuple[float, float] = (0.0, 5.0)  # regression: valid gold scores
     main_metric: str = ""  # the metric to select checkpoints by; default: metrics[0]
+    input_template: str | None = None  # a user's task: Python format string over the record's fields
 
     def __post_init__(self) -> None:
         if not self.columns:
@@ -209,6 +210,17 @@ for _spec in _SPECS:
     for _name in (_spec.name, *_spec.aliases):
         assert _norm(_name) not in _LOOKUP or _LOOKUP[_norm(_name)] == _spec.name, _name
         _LOOKUP[_norm(_name)] = _spec.name
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add a task described at run time (a user's own files) to the table, replacing an earlier
+    one of the same name; built-in tasks cannot be replaced."""
+    key = _norm(spec.name)
+    if key in _LOOKUP and TASKS[_LOOKUP[key]].suite != "custom":
+        raise TaskError(f"task name {spec.name!r} is a built-in task; give your task another name")
+    TASKS[spec.name] = spec
+    _LOOKUP[key] = spec.name
+    return spec
 
 
 def get_task(name: str) -> TaskSpec:

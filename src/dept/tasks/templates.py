@@ -128,13 +128,14 @@ PREPARE: dict[str, Callable[[Record], Record]] = {
 def format_source(spec: TaskSpec, record: Record, where: str = "record") -> str:
     """The input text of a record given as raw fields ({"sentence": ...}), as training formats it.
     A missing or non-text field is a TaskError naming `where` and the field."""
-    needed = [f for _, f in spec.template]
+    needed = list(spec.field_names) if spec.input_template is not None else [f for _, f in spec.template]
     missing = [f for f in needed if f not in record]
     if missing:
         raise TaskError(f"{where}: missing field(s) {missing}; task {spec.name} reads {needed}")
-    wrong = [f for f in needed if not isinstance(record[f], str)]
+    wrong = [f for f in needed if not isinstance(record[f], (str, int, float)) or isinstance(record[f], bool)]
     if wrong:
         raise TaskError(f"{where}: field(s) {wrong} must be text")
+    record = {k: (v if isinstance(v, str) else str(v)) for k, v in record.items()}
     if spec.prepare is not None:
         try:
             record = PREPARE[spec.prepare](record)
@@ -144,6 +145,8 @@ def format_source(spec: TaskSpec, record: Record, where: str = "record") -> str:
 
 
 def _source_text(spec: TaskSpec, record: Record) -> str:
+    if spec.input_template is not None:
+        return spec.input_template.format_map(record)
     return " ".join(f"{prefix} {record[field].strip()}" for prefix, field in spec.template)
 
 
@@ -156,6 +159,9 @@ def format_record(spec: TaskSpec, record: Record, target_words: str = "natural")
         label = record["label"]
         return Example(source, class_targets(spec, target_words)[label], label, record.get("group"))
     if spec.kind == "regression":
-        return Example(source, stsb_target(record["label"]), record["label"])
+        target = stsb_target(record["label"]) if spec.input_template is None else f"{record['label']:g}"
+        return Example(source, target, record["label"])
+    if spec.kind == "generation":
+        return Example(source, record["label"], record["label"], answers=(record["label"],))
     answers = tuple(record["answers"])
     return Example(source, answers[0], answers[0], answers=answers)

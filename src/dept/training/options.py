@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from ..config import DEFAULT_INIT_TEXT, OVERFLOW_POLICIES, PROMPT_INITS, SCALINGS
+from ..errors import OptionError
 from ..options import check_options, from_mapping, opt, spellings
 from ..tasks.meta import DECODERS, DEFAULT_SPLIT_SEED
 from ..tasks.splits import PROTOCOLS
@@ -43,6 +44,22 @@ class TrainOptions:
     output_dir: str = opt("runs/dept", "where the adapter, results.json, metrics.jsonl, curves.png go")
     method: str = opt("dept", "dept, pt (vanilla prompt tuning), lora (PEFT), full (all weights)",
                       choices=METHODS)
+    # --- your own task (instead of --task): files, or a task file holding the same fields ---
+    train_file: str | None = opt(None, "your task's training file: .csv, .tsv, .jsonl, .json or .parquet")
+    validation_file: str | None = opt(None, "your task's validation file (default: 10% of train, seed 42)")
+    test_file: str | None = opt(None, "your task's test file (default: the validation split)")
+    task_file: str | None = opt(None, "a YAML task file: files, input_template, label_column, label_words, "
+                                "task_type, metric (flags given here override it)")
+    input_template: str | None = opt(None, "the input as a Python format string over your columns, e.g. "
+                                     "'premise: {premise} hypothesis: {hypothesis}'")
+    label_column: str | None = opt(None, "the column holding the label (default: label)")
+    task_type: str | None = opt(None, "classification, regression or generation (default: inferred from the "
+                                "labels, and said)", choices=("classification", "regression", "generation"))
+    label_words: str | None = opt(None, "what the model should say for each label, e.g. '0=negative,1=positive' "
+                                  "(default: the label values)")
+    metric: str | None = opt(None, "your task's main metric (default: accuracy, pearson or rougeL by type)")
+    skip_bad_rows: bool = opt(False, "skip rows with a missing column, an empty input or an empty label, "
+                              "counting them, instead of stopping at the first")
     # --- the adapter ---
     prompt_length: int | None = opt(None, "m: soft prompt length (default: 60, or the vanilla length for pt)",
                                     "prefix_length", "num_virtual_tokens", minimum=0)
@@ -105,6 +122,15 @@ class TrainOptions:
 
     def __post_init__(self) -> None:
         check_options(self)
+        if self.train_file and self.task_file:
+            raise OptionError("give your task as --train_file (and friends) or as --task_file, not both")
+        if self.custom_task and not self.input_template and not self.task_file:
+            raise OptionError("--train_file needs --input_template naming its columns, e.g. 'review: {text}'")
+
+    @property
+    def custom_task(self) -> bool:
+        """A task of the user's own files rather than one of the table's."""
+        return bool(self.train_file or self.task_file)
 
     def to_dict(self) -> dict:
         return asdict(self)

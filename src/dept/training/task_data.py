@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from ..tasks import (
@@ -13,6 +14,8 @@ from ..tasks import (
     main_metric,
 )
 from .options import TrainOptions
+
+log = logging.getLogger("dept")
 
 
 @dataclass
@@ -28,7 +31,46 @@ class TaskData:
     """The validation metric that picks the best checkpoint."""
 
 
+def custom_task(options: TrainOptions):
+    """The user's own task of the options (files and fields given as flags or a task file)."""
+    from ..tasks.custom import CustomTask
+
+    fields = dict(train_file=options.train_file, validation_file=options.validation_file,
+                  test_file=options.test_file, input_template=options.input_template,
+                  label_column=options.label_column, task_type=options.task_type,
+                  label_words=options.label_words, metric=options.metric, skip_bad_rows=options.skip_bad_rows)
+    if options.task_file:
+        return CustomTask.from_yaml(options.task_file, **fields)
+    return CustomTask(**{k: v for k, v in fields.items() if v is not None})
+
+
+def load_custom_task_data(options: TrainOptions) -> TaskData:
+    task = custom_task(options)
+    loaded = task.load()
+    for note in loaded.notes:
+        log.info("%s", note)
+    spec, splits = loaded.spec, loaded.splits
+    train, validation, test = splits["train"], splits["validation"], [] if options.no_test else splits["test"]
+    if options.k_shot_examples:
+        from ..tasks.splits import k_shot_sample
+
+        picked = k_shot_sample(spec, [{"label": e.label, "index": i} for i, e in enumerate(train)],
+                               options.k_shot_examples, options.seed)
+        train = [train[r["index"]] for r in picked]
+    if options.max_train_samples:
+        train = train[:options.max_train_samples]
+    if options.max_eval_samples:
+        validation, test = validation[:options.max_eval_samples], test[:options.max_eval_samples]
+    candidates = candidate_targets(spec.name)
+    num_labels = len(candidates) if candidates else (1 if spec.kind == "regression" else None)
+    meta = TaskMeta(task=spec.name, target_words="natural", decoder=options.decoder, seed=options.seed,
+                    custom=task.description())
+    return TaskData(train, validation, test, meta, num_labels, spec.main_metric)
+
+
 def load_task_data(options: TrainOptions) -> TaskData:
+    if options.custom_task:
+        return load_custom_task_data(options)
     spec = get_task(options.task)
     common = dict(data_dir=options.data_dir, protocol=options.protocol, seed=options.seed,
                   target_words=options.target_words, from_hub=options.from_hub)
