@@ -42,7 +42,10 @@ class TaskMeta:
                 raise TaskError(f"task metadata {name}: must be one of {list(allowed)}, got {value!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        record = asdict(self)
+        if record["custom"] is None:
+            del record["custom"]  # built-in tasks: the adapter's record stays as it was
+        return record
 
     @classmethod
     def from_dict(cls, record: dict) -> "TaskMeta":

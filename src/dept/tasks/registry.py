@@ -212,20 +212,24 @@ for _spec in _SPECS:
         _LOOKUP[_norm(_name)] = _spec.name
 
 
+# Tasks described at run time (a user's own files, tasks/custom.py), beside the built-in table.
+CUSTOM: dict[str, TaskSpec] = {}
+
+
 def register_task(spec: TaskSpec) -> TaskSpec:
-    """Add a task described at run time (a user's own files) to the table, replacing an earlier
-    one of the same name; built-in tasks cannot be replaced."""
-    key = _norm(spec.name)
-    if key in _LOOKUP and TASKS[_LOOKUP[key]].suite != "custom":
+    """Make a task described at run time known by name, replacing an earlier one of the same
+    name; a built-in task's name is refused."""
+    if _norm(spec.name) in _LOOKUP:
         raise TaskError(f"task name {spec.name!r} is a built-in task; give your task another name")
-    TASKS[spec.name] = spec
-    _LOOKUP[key] = spec.name
+    CUSTOM[_norm(spec.name)] = spec
     return spec
 
 
 def get_task(name: str) -> TaskSpec:
     """The spec of a task by name or alias, ignoring case, '-', '_', '.' and spaces."""
     key = _LOOKUP.get(_norm(str(name)))
-    if key is None:
-        raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
-    return TASKS[key]
+    if key is not None:
+        return TASKS[key]
+    if _norm(str(name)) in CUSTOM:
+        return CUSTOM[_norm(str(name))]
+    raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
