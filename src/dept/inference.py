@@ -9,6 +9,7 @@ from .adapter_io import read_adapter_config
 from .data import Collator
 from .model import DeptModel
 from .tasks import TaskMeta
+from .tasks.custom import register_described
 
 
 @dataclass
@@ -23,10 +24,7 @@ def load_trained(adapter_dir: str | Path, base_model: str | None = None, device:
     """The adapter in `adapter_dir` on its base model (or `base_model` if given)."""
     config, base = read_adapter_config(adapter_dir)
     meta = TaskMeta.from_dict(config.task)
-    if meta.custom:  # a user's own task: registered again, so it is read as training read it
-        from .tasks.custom import CustomTask
-
-        CustomTask.from_description(meta.custom).spec()
+    register_described(meta.custom)  # a user's own task is read as training read it
     name = base_model or base.get("base_model_name_or_path")
     if not name:
         raise ValueError(f"{adapter_dir}: the adapter does not name its base model; pass --model")
@@ -34,6 +32,9 @@ def load_trained(adapter_dir: str | Path, base_model: str | None = None, device:
     model.load_adapter(adapter_dir)
     if device:
         model.to(device)
-    collator = Collator(model.tokenizer, model.family, config.max_length,
-                        truncate=config.on_overflow == "truncate")
-    return Loaded(model, collator, meta)
+    return Loaded(model, adapter_collator(model, config), meta)
+
+
+def adapter_collator(model: DeptModel, config) -> Collator:
+    """The collator an adapter's inputs go through: its s, and truncation as its on_overflow says."""
+    return Collator(model.tokenizer, model.family, config.max_length, truncate=config.on_overflow == "truncate")

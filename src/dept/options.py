@@ -25,6 +25,8 @@ def opt(default, help: str, *aliases: str, choices=None, minimum: float | None =
 def field_type(cls: type, name: str) -> tuple[type, bool]:
     """(value type, whether None is allowed) of a field: `int | None` -> (int, True)."""
     hint = typing.get_type_hints(cls)[name]
+    if typing.get_origin(hint) is list:
+        return hint, False
     args = typing.get_args(hint)
     kinds = [a for a in args if a is not type(None)] or [hint]
     return kinds[0], type(None) in args
@@ -49,7 +51,10 @@ def check_options(options) -> None:
         kind, optional = field_type(type(options), f.name)
         if value is None and optional:
             continue
-        if kind is bool:
+        if typing.get_origin(kind) is list:
+            ok = isinstance(value, list) and all(isinstance(v, typing.get_args(kind)[0]) for v in value)
+            kind = list
+        elif kind is bool:
             ok = isinstance(value, bool)
         elif kind in (int, float):
             ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)

@@ -42,10 +42,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, *, config_file: bool
     """One flag per field of `cls` (with its aliases). Values are filled in by options_from_args."""
     if config_file:
         parser.add_argument("--config", help="YAML file of options (keys as the flags, without --)")
-    hints = typing.get_type_hints(cls)
     for f in fields(cls):
-        kinds = [a for a in typing.get_args(hints[f.name]) if a is not type(None)] or [hints[f.name]]
-        kind = kinds[0]
+        kind, _ = field_type(cls, f.name)
         default = (defaults or {}).get(f.name, None if f.default is MISSING else f.default)
         required = bool(f.metadata.get("required"))
         # argparse %-formats help text: a literal "6%" would crash --help.
@@ -53,7 +51,10 @@ def add_options(parser: argparse.ArgumentParser, cls: type, *, config_file: bool
         if not required and default is not None:
             help_text += f" (default: {default})"
         names = flag_names(f.name, f.metadata.get("aliases", ()))
-        if kind is bool:
+        if typing.get_origin(kind) is list:  # a repeatable flag: --adapter a=x --adapter b=y
+            parser.add_argument(*names, dest=f.name, action="append", type=typing.get_args(kind)[0],
+                                default=argparse.SUPPRESS, help=help_text, metavar=f.name.upper())
+        elif kind is bool:
             # `--resume` alone means true; `--resume false` is accepted too (YAML parity).
             parser.add_argument(*names, dest=f.name, nargs="?", const=True, type=_parse_bool,
                                 default=argparse.SUPPRESS, help=help_text, metavar="BOOL")

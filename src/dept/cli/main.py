@@ -27,6 +27,8 @@ COMMANDS = {
     "eval": "dept.cli.eval_cmd",
     "predict": "dept.cli.predict_cmd",
     "demo": "dept.cli.demo_cmd",
+    "serve": "dept.cli.serve_cmd",
+    "export": "dept.cli.export_cmd",
 }
 EXIT_USER_ERROR = 2
 DESCRIPTION = ("Decomposed Prompt Tuning (DePT) for Hugging Face models: train, evaluate and use small "

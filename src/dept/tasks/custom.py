@@ -230,6 +230,12 @@ class CustomTask:
             raise TaskDataError(f"input_template cannot be filled ({err})", row["_where"]) from None
 
 
+def register_described(description: dict | None) -> None:
+    """Make an adapter's own task (its saved description) known by name; nothing for built-ins."""
+    if description:
+        CustomTask.from_description(description).spec()
+
+
 @dataclass
 class LoadedTask:
     spec: TaskSpec

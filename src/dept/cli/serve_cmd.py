@@ -1,0 +1,108 @@
+"""`dept serve`: many task adapters behind one frozen model over HTTP (OpenAI-compatible
+completions, classification, models, health, Prometheus metrics), batched across adapters."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import OptionError
+from ..options import check_options, opt
+from .arguments import add_options, options_from_args
+
+log = logging.getLogger("dept")
+
+
+@dataclass
+class ServeOptions:
+    adapter: list[str] = field(default_factory=list, metadata={
+        "help": "NAME=FOLDER of an adapter to serve (repeat the flag for more)", "aliases": ()})
+    adapters_dir: str | None = opt(None, "serve every adapter folder in DIR (named after its folder); with "
+                                   "--allow_adapter_updates, POST /v1/adapters loads paths inside it")
+    model_name_or_path: str | None = opt(None, "the base model (default: the one the adapters name)", "model")
+    host: str = opt("127.0.0.1", "address to bind: loopback unless told otherwise")
+    port: int = opt(8000, "port", minimum=0)
+    max_batch_size: int = opt(16, "rows per batch the worker runs (1: no batching)", minimum=1)
+    max_batch_wait_ms: float = opt(5.0, "how long the first request of a batch waits for others", minimum=0)
+    max_queue: int = opt(256, "requests waiting at most; more are refused with 429", minimum=1)
+    max_tokens: int = opt(256, "the largest max_tokens a completion may ask for", minimum=1)
+    request_timeout: float = opt(60.0, "seconds a request may take before 504", positive=True)
+    api_key: str | None = opt(None, "require Authorization: Bearer KEY on every endpoint but /health "
+                              "(also DEPT_API_KEY)")
+    allow_adapter_updates: bool = opt(False, "allow POST /v1/adapters and DELETE /v1/adapters/NAME")
+    dtype: str = opt("auto", "auto (bf16 on CUDA where supported, else fp32), float32, bfloat16",
+                     choices=("auto", "float32", "bfloat16"))
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+    def named_adapters(self) -> dict[str, str]:
+        named: dict[str, str] = {}
+        for item in self.adapter:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                raise OptionError(f"--adapter {item!r}: expected NAME=FOLDER")
+            if name in named:
+                raise OptionError(f"--adapter: the name {name!r} is given twice")
+            named[name] = path
+        if self.adapters_dir:
+            root = Path(self.adapters_dir)
+            if not root.is_dir():
+                raise OptionError(f"--adapters_dir {root}: no such folder")
+            for folder in sorted(p for p in root.iterdir() if (p / "adapter_config.json").is_file()):
+                named.setdefault(folder.name, str(folder))
+        return named
+
+
+def add_parser(subparsers, parents) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("serve", help="serve adapters over HTTP, batched across adapters",
+                                   parents=parents, description=__doc__.splitlines()[0])
+    add_options(parser, ServeOptions)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def build(options: ServeOptions):
+    """(FastAPI app, engine) with every adapter loaded and checked against the one base model."""
+    import torch
+
+    from ..adapter_io import read_adapter_config
+    from ..model import DeptModel
+    from ..serving.app import Limits, create_app
+    from ..serving.engine import Engine
+
+    named = options.named_adapters()
+    base = options.model_name_or_path
+    if base is None:
+        if not named:
+            raise OptionError("give --model, or at least one --adapter / --adapters_dir to take it from")
+        base = read_adapter_config(next(iter(named.values())))[1].get("base_model_name_or_path")
+    cuda = torch.cuda.is_available()
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
+        options.dtype, torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32)
+    model = DeptModel.from_pretrained(base, dtype=dtype, device="cuda" if cuda else None)
+    engine = Engine(model, max_batch_size=options.max_batch_size, max_batch_wait_ms=options.max_batch_wait_ms,
+                    max_queue=options.max_queue)
+    for name, path in named.items():
+        engine.load_adapter(name, path)  # the adapter files' checks refuse one of another base
+    api_key = options.api_key or os.environ.get("DEPT_API_KEY") or None
+    app = create_app(engine, base_name=Path(base).name if Path(base).is_dir() else base,
+                     adapters_dir=options.adapters_dir, allow_updates=options.allow_adapter_updates, api_key=api_key,
+                     limits=Limits(max_tokens=options.max_tokens, request_timeout=options.request_timeout))
+    return app, engine
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    options = options_from_args(args, ServeOptions)
+    app, engine = build(options)
+    log.info("serving %s and %d adapter(s) on http://%s:%d", engine.model.base_model.config._name_or_path,
+             len(engine.adapters), options.host, options.port)
+    # uvicorn's own SIGTERM handling: stop accepting, finish what is in flight, then the lifespan
+    # shutdown stops the worker.
+    uvicorn.run(app, host=options.host, port=options.port, log_level="warning", timeout_graceful_shutdown=30)
+    return 0

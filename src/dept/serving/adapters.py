@@ -1,0 +1,73 @@
+"""The adapters a server holds: each one's task, collator and input rules, by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..data import Collator
+from ..errors import UserError
+from ..model import DeptModel
+from ..tasks import TaskMeta, candidate_targets, get_task
+from ..tasks.custom import register_described
+from ..tasks.templates import format_source
+
+
+class RequestError(UserError):
+    """A request the server refuses (HTTP 400/404/422), with the field it is about."""
+
+    def __init__(self, message: str, status: int = 400, param: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.param = param
+
+
+@dataclass
+class Served:
+    name: str
+    path: str
+    meta: TaskMeta
+    collator: Collator
+    """Truncating collator with the adapter's s."""
+    on_overflow: str
+    prompt_length: int
+    rank: int
+
+    @property
+    def candidates(self) -> list[str] | None:
+        return candidate_targets(self.meta.task, self.meta.target_words) if self.meta.task else None
+
+    def source(self, item: dict[str, Any] | str, where: str) -> str:
+        """A classify input as the adapter's formatted source text."""
+        if isinstance(item, str):
+            return item
+        if not self.meta.task:
+            raise RequestError(f"{where}: adapter {self.name!r} names no task, so raw fields cannot be "
+                               f"formatted; send the formatted text as a string", param="input")
+        try:
+            return format_source(get_task(self.meta.task), item, where=where)
+        except UserError as err:
+            raise RequestError(str(err), param="input") from None
+
+    def check_length(self, text: str, where: str) -> bool:
+        """True when `text` is longer than s and will be truncated; raises under on_overflow='error'."""
+        length = len(replace(self.collator, truncate=False).source_ids(text))
+        if length <= self.collator.max_length:
+            return False
+        if self.on_overflow == "error":
+            raise RequestError(f"{where}: {length} input tokens, more than adapter {self.name!r}'s max_length "
+                               f"{self.collator.max_length}", param="input")
+        return True
+
+
+def describe(model: DeptModel, path: str | Path, name: str) -> Served:
+    """The serving record of adapter `name`, already loaded on `model` from `path`."""
+    from ..inference import adapter_collator
+
+    adapter = model.dept_adapters[name]
+    config = adapter.config
+    register_described(TaskMeta.from_dict(config.task).custom)
+    return Served(name, str(path), TaskMeta.from_dict(config.task),
+                  replace(adapter_collator(model, config), truncate=True),
+                  config.on_overflow, config.prompt_length, config.rank)

@@ -1,0 +1,270 @@
+"""The one worker that owns the model: a bounded queue, batches formed across adapters.
+
+Requests are validated and tokenised in the caller's thread, so a bad one is refused before it
+reaches a batch. The worker takes up to `max_batch_size` rows that arrive within
+`max_batch_wait_ms` of the first, mixing adapters in one batch (the library's mixed-adapter
+path), classification and generation apart. A batch that fails is retried row by row, so an
+error in one request never fails the others, and never stops the worker. Adapters are added
+and removed on the worker thread too, between batches, so requests in flight never see a
+model that changes under them.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..data import pad_rows
+from .adapters import RequestError, Served, describe
+from .decode import Row, generate_rows
+
+log = logging.getLogger("dept")
+
+
+class QueueFull(Exception):
+    """The bounded queue is full: answer 429."""
+
+
+@dataclass
+class Work:
+    kind: str                         # "classify", "generate" or "control"
+    rows: list[Any]                   # classify: (Served, source ids); generate: decode.Row
+    future: Future = field(default_factory=Future)
+    done: list[Any] = field(default_factory=list)
+    remaining: int = 0
+    action: Any = None                # control: a function run on the worker thread
+
+    def __post_init__(self) -> None:
+        self.remaining = len(self.rows)
+        self.done = [None] * len(self.rows)
+
+
+class Engine:
+    def __init__(self, model, *, max_batch_size: int = 16, max_batch_wait_ms: float = 5.0, max_queue: int = 256,
+                 metrics=None):
+        self.model = model.eval()
+        self.max_batch_size = max_batch_size
+        self.max_batch_wait = max_batch_wait_ms / 1000
+        self.queue: queue.Queue[Work] = queue.Queue(maxsize=max_queue)
+        self.adapters: dict[str, Served] = {}
+        self.metrics = metrics
+        self._held: list[Work] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="dept-engine", daemon=True)
+        self.pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None \
+            else model.tokenizer.eos_token_id
+
+    # ----- life cycle --------------------------------------------------------------------
+    def start(self) -> "Engine":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then stop the worker."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def depth(self) -> int:
+        return self.queue.qsize() + len(self._held)
+
+    # ----- adapters (run on the worker thread) ---------------------------------------------
+    def load_adapter(self, name: str, path: str) -> Served:
+        def action():
+            if name in self.adapters:
+                raise RequestError(f"an adapter named {name!r} is already served", status=409, param="name")
+            self.model.load_adapter(path, adapter_name=name)
+            self.adapters[name] = describe(self.model, path, name)
+            return self.adapters[name]
+        return self._control(action)
+
+    def delete_adapter(self, name: str) -> None:
+        def action():
+            if name not in self.adapters:
+                raise RequestError(f"no adapter named {name!r}", status=404, param="name")
+            del self.adapters[name]
+            self.model.delete_adapter(name)
+        return self._control(action)
+
+    def _control(self, action):
+        work = Work("control", [], action=action)
+        if not self._thread.is_alive():  # before start(): nothing can be in flight
+            return action()
+        self.queue.put(work)
+        return work.future.result()
+
+    # ----- requests --------------------------------------------------------------------------
+    def submit(self, work: Work) -> Future:
+        try:
+            self.queue.put_nowait(work)
+        except queue.Full:
+            raise QueueFull() from None
+        return work.future
+
+    def classify(self, served: Served, sources: list[str]) -> Work:
+        return Work("classify", [(served, served.collator.source_ids(s)) for s in sources])
+
+    def generate(self, rows: list[Row]) -> Work:
+        return Work("generate", rows)
+
+    # ----- the worker ----------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not (self._stop.is_set() and self.queue.empty() and not self._held):
+            batch = self._collect()
+            if not batch:
+                continue
+            for kind in ("control", "classify", "generate"):
+                # A request whose client left (or timed out) is dropped before it costs anything.
+                works = [w for w in batch if w.kind == kind and not w.future.cancelled()]
+                if works:
+                    self._run(kind, works)
+
+    def _collect(self) -> list[Work]:
+        """Up to max_batch_size rows: held-over work first, then what arrives within the wait."""
+        batch, rows = [], 0
+        if self._held:
+            batch, self._held = self._held, []
+            rows = sum(len(w.rows) for w in batch)
+        else:
+            try:
+                first = self.queue.get(timeout=0.05)
+            except queue.Empty:
+                return []
+            batch, rows = [first], len(first.rows)
+        deadline = time.perf_counter() + self.max_batch_wait
+        while rows < self.max_batch_size and batch[0].kind != "control":
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            try:
+                work = self.queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if work.kind == "control" or rows + len(work.rows) > self.max_batch_size:
+                self._held.append(work)  # starts the next batch
+                break
+            batch.append(work)
+            rows += len(work.rows)
+        return batch
+
+    def _run(self, kind: str, works: list[Work]) -> None:
+        if kind == "control":
+            for work in works:
+                try:
+                    work.future.set_result(work.action())
+                except Exception as err:  # reported to the caller, never kills the worker
+                    work.future.set_exception(err)
+            return
+        if self.metrics is not None:
+            self.metrics.batch_rows.observe(sum(len(w.rows) for w in works))
+        try:
+            self._compute(kind, works)
+        except Exception:
+            if len(works) == 1 and len(works[0].rows) == 1:
+                raise_into(works[0])
+                return
+            for work in works:  # one bad request must not fail its batch-mates
+                if work.future.done():
+                    continue
+                work.remaining, work.done = len(work.rows), [None] * len(work.rows)
+                for row in work.rows:
+                    if isinstance(row, Row):
+                        row.tokens, row.text, row.finish_reason = [], "", None
+                try:
+                    self._compute(kind, [work])
+                except Exception:
+                    raise_into(work)
+
+    def _compute(self, kind: str, works: list[Work]) -> None:
+        if kind == "classify":
+            self._classify(works)
+        else:
+            self._generate(works)
+
+    def _classify(self, works: list[Work]) -> None:
+        rows = [(w, i, served, ids) for w in works for i, (served, ids) in enumerate(w.rows)]
+        by_task: dict[tuple, list] = {}
+        for row in rows:  # rank classification needs one candidate list per forward
+            by_task.setdefault(tuple(row[2].candidates or ()), []).append(row)
+        for candidates, group in by_task.items():
+            input_ids = pad_rows([r[3] for r in group], self.pad_id, self.model.family.default_padding_side)
+            mask = pad_rows([[1] * len(r[3]) for r in group], 0, self.model.family.default_padding_side)
+            device = self.model.device
+            names = [r[2].name for r in group]
+            with torch.no_grad():
+                if self.model.family.has_head:
+                    scores = self.model(input_ids.to(device), mask.to(device), adapter_names=names).logits
+                else:
+                    target_ids = [group[0][2].collator.target_ids(c) for c in candidates]
+                    scores = self.model.score_candidates(input_ids.to(device), mask.to(device), target_ids,
+                                                         adapter_names=names)
+            for (work, index, served, _), row_scores in zip(group, scores.float().cpu().tolist()):
+                labels = list(candidates) or [str(i) for i in range(len(row_scores))]
+                if len(row_scores) == 1:  # a regression head
+                    result = {"label": None, "score": row_scores[0]}
+                else:
+                    best = max(range(len(labels)), key=lambda c: row_scores[c])
+                    result = {"label": labels[best], "scores": dict(zip(labels, row_scores))}
+                finish_row(work, index, result)
+
+    def _generate(self, works: list[Work]) -> None:
+        placed = {}
+        for work in works:
+            for index, row in enumerate(work.rows):
+                placed[id(row)] = (work, index)
+        rows = [row for work in works for row in work.rows]
+        for work in works:
+            for row in work.rows:
+                row.cancelled = work.future.cancelled
+        if not self.model.family.labels_in_input:
+            self._generate_seq2seq(rows, placed)
+            return
+        # The base model alone (no adapter) and adapters run as separate decodes.
+        for group in ([r for r in rows if r.adapter is None], [r for r in rows if r.adapter is not None]):
+            if group:
+                generate_rows(self.model, group, self.pad_id, lambda row: finish_row(*placed[id(row)], row))
+
+
+    def _generate_seq2seq(self, rows: list[Row], placed: dict) -> None:
+        """Encoder-decoder models: DeptModel.generate over the whole batch (greedy), then each
+        row cut at its own max_tokens and stop strings."""
+        from .decode import _advance
+
+        if any(r.adapter is None for r in rows):
+            raise RequestError("a seq2seq server answers through an adapter; name one in 'model'")
+        tokenizer, device = self.model.tokenizer, self.model.device
+        input_ids = pad_rows([r.source_ids for r in rows], self.pad_id, "right").to(device)
+        mask = pad_rows([[1] * len(r.source_ids) for r in rows], 0, "right").to(device)
+        new = self.model.generate(input_ids, mask, adapter_names=[r.adapter for r in rows],
+                                  max_new_tokens=max(r.max_tokens for r in rows), do_sample=False)
+        eos = {tokenizer.eos_token_id}
+        start = self.model.base_model.generation_config.decoder_start_token_id
+        for row, tokens in zip(rows, new.tolist()):
+            for token in tokens[1:] if tokens and tokens[0] == start else tokens:
+                if row.finish_reason is not None:
+                    break
+                _advance(row, token, tokenizer, eos)
+            row.finish_reason = row.finish_reason or "length"
+            finish_row(*placed[id(row)], row)
+
+
+def finish_row(work: Work, index: int, result) -> None:
+    work.done[index] = result
+    work.remaining -= 1
+    if work.remaining == 0 and not work.future.done():
+        work.future.set_result(work.done)
+
+
+def raise_into(work: Work) -> None:
+    import sys
+
+    error = sys.exc_info()[1]
+    log.error("request failed: %s", error, exc_info=not isinstance(error, RequestError))
+    if not work.future.done():
+        work.future.set_exception(error)
