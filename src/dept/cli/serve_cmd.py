@@ -28,6 +28,8 @@ class ServeOptions:
     max_batch_size: int = opt(16, "rows per batch the worker runs (1: no batching)", minimum=1)
     max_batch_wait_ms: float = opt(5.0, "how long the first request of a batch waits for others", minimum=0)
     max_queue: int = opt(256, "requests waiting at most; more are refused with 429", minimum=1)
+    mix_adapters: bool = opt(True, "batch requests for different adapters together (false: only requests for "
+                             "the same adapter share a batch)")
     max_tokens: int = opt(256, "the largest max_tokens a completion may ask for", minimum=1)
     request_timeout: float = opt(60.0, "seconds a request may take before 504", positive=True)
     api_key: str | None = opt(None, "require Authorization: Bearer KEY on every endpoint but /health "
@@ -85,7 +87,7 @@ def build(options: ServeOptions):
         options.dtype, torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32)
     model = DeptModel.from_pretrained(base, dtype=dtype, device="cuda" if cuda else None)
     engine = Engine(model, max_batch_size=options.max_batch_size, max_batch_wait_ms=options.max_batch_wait_ms,
-                    max_queue=options.max_queue)
+                    max_queue=options.max_queue, mix_adapters=options.mix_adapters)
     for name, path in named.items():
         engine.load_adapter(name, path)  # the adapter files' checks refuse one of another base
     api_key = options.api_key or os.environ.get("DEPT_API_KEY") or None

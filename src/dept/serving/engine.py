@@ -45,13 +45,22 @@ class Work:
         self.remaining = len(self.rows)
         self.done = [None] * len(self.rows)
 
+    @property
+    def adapter(self) -> str | None:
+        if not self.rows:
+            return None
+        first = self.rows[0]
+        return first.adapter if isinstance(first, Row) else first[0].name
+
 
 class Engine:
     def __init__(self, model, *, max_batch_size: int = 16, max_batch_wait_ms: float = 5.0, max_queue: int = 256,
-                 metrics=None):
+                 mix_adapters: bool = True, metrics=None):
         self.model = model.eval()
         self.max_batch_size = max_batch_size
         self.max_batch_wait = max_batch_wait_ms / 1000
+        self.mix_adapters = mix_adapters
+        """False batches only requests for the same adapter (a comparison point for benchmarks)."""
         self.queue: queue.Queue[Work] = queue.Queue(maxsize=max_queue)
         self.adapters: dict[str, Served] = {}
         self.metrics = metrics
@@ -146,7 +155,8 @@ class Engine:
                 work = self.queue.get(timeout=left)
             except queue.Empty:
                 break
-            if work.kind == "control" or rows + len(work.rows) > self.max_batch_size:
+            if (work.kind == "control" or rows + len(work.rows) > self.max_batch_size
+                    or (not self.mix_adapters and work.adapter != batch[0].adapter)):
                 self._held.append(work)  # starts the next batch
                 break
             batch.append(work)
