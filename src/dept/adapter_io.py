@@ -2,9 +2,10 @@
 
 Loading checks everything (config fields, base model match, tensor names and shapes)
 before touching the model, so a refused adapter leaves the model exactly as it was.
-No pickle anywhere: JSON and safetensors only. These functions take the adapter and
-the facts of the base model as arguments; `DeptModel.save_adapter` / `load_adapter` call
-them.
+No pickle anywhere: JSON and safetensors only (PEFT's and the reference code's folders are
+read through interop.py, whose .bin files go through torch's weights-only loader). These
+functions take the adapter and the facts of the base model as arguments;
+`DeptModel.save_adapter` / `load_adapter` call them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from . import __version__
+from . import __version__, interop
 from .adapter import DeptAdapter
 from .config import FIELD_ALIASES, ConfigError, DeptConfig
 from .errors import UserError
@@ -81,6 +82,8 @@ def read_adapter_config(directory: str | Path) -> tuple[DeptConfig, dict]:
         raise AdapterFileError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(record, dict):
         raise AdapterFileError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    if interop.is_foreign(record):  # PEFT's prompt tuning or the reference DePT code
+        return interop.foreign_config(record, Path(directory))
     if record.get("method") != METHOD:
         raise AdapterFileError(f"{path}: field 'method' is {record.get('method')!r}, expected {METHOD!r}")
     record = {FIELD_ALIASES.get(k, k): v for k, v in record.items()}
@@ -122,6 +125,20 @@ def _read_tensors(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str,
     return tensors
 
 
+def _foreign_kind(directory: Path) -> str | None:
+    """PEFT's peft_type of a foreign adapter folder (read_adapter_config has checked it), else None."""
+    record = json.loads((directory / CONFIG_NAME).read_text())
+    return record["peft_type"] if interop.is_foreign(record) else None
+
+
+def _check_shapes(tensors: dict[str, Tensor], expected: dict[str, tuple[int, ...]], directory: Path) -> dict:
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            raise AdapterFileError(f"{directory}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                                   f"expected {shape} from the config")
+    return tensors
+
+
 def read_adapter(directory: str | Path, base_facts: dict) -> tuple[DeptConfig, dict[str, Tensor]]:
     """Read and check an adapter folder against the base model's facts: (config, tensors).
     Nothing is attached anywhere, so a refused adapter changes nothing."""
@@ -132,4 +149,8 @@ def read_adapter(directory: str | Path, base_facts: dict) -> tuple[DeptConfig, d
         probe = DeptAdapter(config, base_facts["hidden_size"])  # shapes only; not attached
     except ConfigError as err:
         raise AdapterFileError(f"{directory / CONFIG_NAME}: {err}") from err
+    foreign = _foreign_kind(directory)
+    if foreign:
+        tensors = interop.foreign_tensors(directory, config, foreign)
+        return config, _check_shapes(tensors, probe.expected_shapes(), directory)
     return config, _read_tensors(directory / WEIGHTS_NAME, probe.expected_shapes())
