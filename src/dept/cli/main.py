@@ -29,6 +29,7 @@ COMMANDS = {
     "demo": "dept.cli.demo_cmd",
     "serve": "dept.cli.serve_cmd",
     "export": "dept.cli.export_cmd",
+    "inspect": "dept.cli.inspect_cmd",
 }
 EXIT_USER_ERROR = 2
 DESCRIPTION = ("Decomposed Prompt Tuning (DePT) for Hugging Face models: train, evaluate and use small "

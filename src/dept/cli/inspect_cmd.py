@@ -1,0 +1,55 @@
+"""`dept inspect`: an adapter's prompt vectors read through their nearest vocabulary tokens, and its update's size."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+
+from ..options import check_options, opt
+from .arguments import add_options, options_from_args
+
+
+@dataclass
+class InspectOptions:
+    top_k: int = opt(5, "nearest vocabulary tokens shown per prompt vector", minimum=1)
+    json: bool = opt(False, "print the whole report as JSON (with every position's update norm)")
+    plot: str | None = opt(None, "also write a PNG: prompt cosine-similarity heatmap, update norm by position")
+    model_name_or_path: str | None = opt(None, "base model (default: the one named in the adapter)", "model")
+
+    def __post_init__(self) -> None:
+        check_options(self)
+
+
+def add_parser(subparsers, parents) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("inspect", help="nearest tokens of the prompt vectors, size of the update",
+                                   parents=parents, description=__doc__.splitlines()[0])
+    parser.add_argument("adapter", metavar="ADAPTER", help="adapter folder (dept's, PEFT's prompt tuning, or "
+                        "the reference DePT code's)")
+    add_options(parser, InspectOptions)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..adapter_io import base_model_facts, read_adapter, read_adapter_config
+    from ..errors import UserError
+    from ..inspect import format_report, inspect_adapter, plot_report
+    from ..pretrained import load_base
+
+    options = options_from_args(args, InspectOptions)
+    _, recorded = read_adapter_config(args.adapter)
+    name = options.model_name_or_path or recorded.get("base_model_name_or_path")
+    if not name:
+        raise UserError(f"{args.adapter}: the adapter does not name its base model; pass --model")
+    base, tokenizer, family = load_base(name, family=recorded.get("model_family"))
+    config, tensors = read_adapter(args.adapter, base_model_facts(base, family.name))
+    table = base.get_input_embeddings().weight
+    report = inspect_adapter(config, tensors, table, tokens=tokenizer.convert_ids_to_tokens, top_k=options.top_k)
+    if options.plot:
+        report["plot"] = str(plot_report(report, options.plot))
+    if options.json:
+        print(json.dumps(report))
+    else:
+        print(format_report(report))
+    return 0
