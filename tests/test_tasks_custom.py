@@ -123,10 +123,10 @@ def test_bad_csv_files_are_one_error_naming_file_and_row(tmp_path, content, mess
 def test_bad_json_lines_are_named(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "a", "label": 1}\n[1, 2]\n')
-    with pytest.raises(TaskDataError, match=r"bad.jsonl, line 2: expected a JSON object, got a JSON list"):
+    with pytest.raises(TaskDataError, match=r"bad.jsonl, line 2: expected a JSON object, found list"):
         read_rows(str(path))
     path.write_text('{"text": "a", "label": 1}\n{"text": \n')
-    with pytest.raises(TaskDataError, match=r"bad.jsonl, line 2: invalid JSON"):
+    with pytest.raises(TaskDataError, match=r"bad.jsonl, line 2: malformed JSON"):
         read_rows(str(path))
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dept.tasks.errors import TaskDataError, TaskError
+from dept.tasks.readers import jsonl_rows
 from dept.tasks.records import Example
 from dept.tasks.registry import TaskSpec, register_task
 from dept.tasks.templates import format_record
@@ -296,18 +297,7 @@ def _read_json(file: Path, kind: str) -> list[tuple[int, dict]]:
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise TaskDataError("expected a JSON list of objects (or {\"data\": [...]})", file)
         return [(i + 1, r) for i, r in enumerate(data)]
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise TaskDataError(f"invalid JSON ({err.msg})", file, number) from None
-        if not isinstance(row, dict):
-            raise TaskDataError(f"expected a JSON object, got a JSON {type(row).__name__}", file, number)
-        rows.append((number, row))
-    return rows
+    return list(jsonl_rows(file, skip_blank=True))
 
 
 def _text(value: Any) -> str:

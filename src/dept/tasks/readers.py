@@ -142,9 +142,12 @@ def read_delimited(spec: TaskSpec, path: Path) -> Iterator[Record]:
 # ---- JSON ---------------------------------------------------------------------------
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
+def jsonl_rows(path: Path, *, skip_blank: bool = False) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of a JSON Lines file; a blank line is an error unless `skip_blank`."""
     for number, line in enumerate(_lines(path), start=1):
         if not line.strip():
+            if skip_blank:
+                continue
             raise TaskDataError("empty line; expected one JSON object per line", path, number)
         try:
             obj = json.loads(line)
@@ -156,7 +159,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def read_jsonl(spec: TaskSpec, path: Path) -> Iterator[Record]:
-    for number, obj in _jsonl_rows(path):
+    for number, obj in jsonl_rows(path):
         yield _flat_record(spec, obj, path, number)
 
 
@@ -169,7 +172,7 @@ def _need(obj: Any, key: str, kind: type, path: Path, where: Any, inside: str) -
 
 def read_multirc(spec: TaskSpec, path: Path) -> Iterator[Record]:
     """SuperGLUE MultiRC: passage -> questions -> answers; one record per answer option."""
-    for number, obj in _jsonl_rows(path):
+    for number, obj in jsonl_rows(path):
         p_idx = _need(obj, "idx", int, path, number, "")
         passage = _need(obj, "passage", dict, path, number, "")
         text = _need(passage, "text", str, path, number, "passage.")
@@ -194,7 +197,7 @@ def read_multirc(spec: TaskSpec, path: Path) -> Iterator[Record]:
 
 def read_mrqa(spec: TaskSpec, path: Path) -> Iterator[Record]:
     """MRQA 2019 .jsonl.gz: a header line, then one context per line with its questions."""
-    for number, obj in _jsonl_rows(path):
+    for number, obj in jsonl_rows(path):
         if number == 1:
             if "header" not in obj:
                 raise TaskDataError('expected the MRQA header line {"header": ...}', path, number)
