@@ -37,7 +37,7 @@ SERVERS = {"mixed (ours)": [], "same-adapter batches": ["--mix_adapters", "false
            "unbatched": ["--max_batch_size", "1"]}
 MODES = {
     "quick": dict(classify=[(1, 1), (8, 1), (32, 1), (1, 16), (8, 16), (32, 16)], complete=[(8, 16)],
-                  requests=96, seconds=25.0),
+                  requests=64, seconds=15.0),
     "full": dict(classify=[(c, a) for a in (1, 4, 16) for c in (1, 8, 32, 64)],
                  complete=[(c, a) for a in (1, 16) for c in (1, 8, 32, 64)], requests=256, seconds=60.0),
 }
@@ -133,8 +133,8 @@ def report(results: dict) -> str:
     for server, cells in results["cells"].items():
         for c in cells:
             lines.append(f"| {server} | {c['kind']} | {c['concurrency']} | {c['adapters']} | {c['requests']} | "
-                         f"{c['requests_per_s']} | {c['tokens_per_s']} | {c['p50_ms']:.0f} | {c['p95_ms']:.0f} | "
-                         f"{c['p99_ms']:.0f} | {c['statuses']} |")
+                         f"{c['requests_per_s']} | {c['tokens_per_s']} | {c['p50_ms'] or 0:.0f} | {c['p95_ms'] or 0:.0f} | "
+                         f"{c['p99_ms'] or 0:.0f} | {c['statuses']} |")
     lines += ["", "## Ratios (same run)", ""] + [f"- {k}: {v}" for k, v in results["ratios"].items()]
     return "\n".join(lines) + "\n"
 
