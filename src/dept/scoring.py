@@ -13,10 +13,18 @@ know nothing of adapters, so the model module calls them and never the other way
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+
+def cache_argument(base: nn.Module, cache) -> dict:
+    """The KV cache as the base's forward takes it: transformers 5 renamed `past_key_values` to
+    `cache` (the old name still works, with a FutureWarning on every call)."""
+    accepted = inspect.signature(base.forward).parameters
+    return {"cache": cache} if "cache" in accepted else {"past_key_values": cache}
 
 
 def target_log_likelihood(logits: Tensor, labels: Tensor, *, shifted: bool) -> Tensor:
@@ -104,7 +112,7 @@ def score_candidates(base: nn.Module, prepared: dict[str, Tensor], candidates: S
     start = prefix_mask.sum(dim=1, keepdim=True)                                # next position per row
     positions = start + torch.arange(ids.shape[1], device=device)
     rest = base(input_ids=ids, attention_mask=torch.cat([prefix_mask, cand_mask], dim=1),
-                position_ids=positions, past_key_values=cache, use_cache=True).logits
+                position_ids=positions, use_cache=True, **cache_argument(base, cache)).logits
     later = torch.log_softmax(rest[:, :-1].float(), dim=-1)                    # (B*C, L-1, V) predicts 1..
     picked = torch.cat([first.repeat_interleave(C, dim=0).gather(1, ids[:, :1]),
                         later.gather(2, ids[:, 1:, None]).squeeze(-1)], dim=1)  # (B*C, L)

@@ -8,12 +8,13 @@ token per row. Seq2seq models go through DeptModel.generate whole (engine.py).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+from ..scoring import cache_argument
 
 
 @dataclass
@@ -32,11 +33,6 @@ class Row:
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     finish_reason: str | None = None
-
-
-def _cache_argument(base) -> str:
-    """transformers 5 renamed the forward's `past_key_values` to `cache`."""
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def _choose(logits: Tensor, row: Row) -> int:
@@ -88,7 +84,6 @@ def generate_rows(model, rows: list[Row], pad_id: int, on_done: Callable[[Row], 
         prepared = model.prepare_inputs(input_ids, attention, adapter_names=[r.adapter for r in rows],
                                         left_pad=True)
         prepared.pop("row_adapters")
-    cache_arg = _cache_argument(base)
     out = base(**prepared, use_cache=True)
     cache, mask = out.past_key_values, prepared["attention_mask"]                           # (B, N)
     position = mask.sum(dim=1, keepdim=True)                                                 # (B, 1) next position
@@ -118,5 +113,5 @@ def generate_rows(model, rows: list[Row], pad_id: int, on_done: Callable[[Row], 
         mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
         step = torch.tensor(tokens, device=device).unsqueeze(1)                              # (B', 1)
         out = base(input_ids=step, attention_mask=mask, position_ids=position, use_cache=True,
-                   **{cache_arg: cache})
+                   **cache_argument(base, cache))
         cache, position, logits = out.past_key_values, position + 1, out.logits[:, -1]
