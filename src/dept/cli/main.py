@@ -30,6 +30,7 @@ COMMANDS = {
     "serve": "dept.cli.serve_cmd",
     "export": "dept.cli.export_cmd",
     "inspect": "dept.cli.inspect_cmd",
+    "search": "dept.cli.search_cmd",
 }
 EXIT_USER_ERROR = 2
 DESCRIPTION = ("Decomposed Prompt Tuning (DePT) for Hugging Face models: train, evaluate and use small "

@@ -188,9 +188,11 @@ def _trained_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.trainable_parameters()}
 
 
-def validate(run: Run) -> None:
-    """Score the validation split at the current step; keep the adapter if it is the best yet."""
+def validate(run: Run) -> dict[str, float]:
+    """Score the validation split at the current step; keep the adapter if it is the best yet.
+    Returns the metrics ({} on other processes than the main one)."""
     state = run.state
+    metrics: dict[str, float] = {}
     if run.is_main:
         metrics = _evaluate(run, run.data.validation)
         run.log.append({"step": state.step, "split": "validation", **metrics})
@@ -202,6 +204,7 @@ def validate(run: Run) -> None:
         if state.step == 0:
             state.before = metrics
     run.accelerator.wait_for_everyone()
+    return metrics
 
 
 def train_step(run: Run) -> dict[str, float]:
@@ -245,7 +248,9 @@ def train_step(run: Run) -> dict[str, float]:
     return lrs
 
 
-def fit(run: Run) -> None:
+def fit(run: Run, on_validate=None) -> None:
+    """`on_validate(run, metrics)`, if given, is called after each validation during training
+    (not the one before the first step); a search trial reports there and may raise to stop."""
     options, state = run.options, run.state
     if state.step == 0 and options.eval_at_start:
         validate(run)
@@ -267,7 +272,9 @@ def fit(run: Run) -> None:
             state.window_losses, state.window_seconds = [], 0.0
         progress.update(1)
         if step % options.eval_steps == 0 or last:
-            validate(run)
+            metrics = validate(run)
+            if on_validate is not None:
+                on_validate(run, metrics)
             run.model.train()
         if step % options.save_steps == 0 or last:
             save_checkpoint(run.out, trainable=dict(run.plain.trainable_parameters()), optimizer=run.optimizer, scheduler=run.scheduler,
