@@ -111,3 +111,40 @@ def test_bad_search_spaces_are_one_line(tmp_path, text, message):
     path.write_text(text)
     line = dept_fails("search", "--model", "nowhere", "--search_space", path, "--output_dir", tmp_path / "o")
     assert message in line
+
+
+def test_a_killed_search_resumes(bert_dir, tmp_path):
+    """Killed outright after its first trial: the same command finishes the study, numbering on."""
+    import subprocess
+    import time
+
+    import optuna
+    from helpers_train import dept_command, subprocess_env
+
+    out = tmp_path / "search"
+    args = ["search", "--model", bert_dir, *FAST, "--output_dir", out, "--n_trials", 3, "--max_steps", 40,
+            "--eval_steps", 20]
+    proc = subprocess.Popen([*dept_command(), *map(str, args)], env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        complete = []
+        while time.time() < deadline and proc.poll() is None and not complete:
+            time.sleep(0.5)
+            if (out / "study.db").is_file():
+                try:
+                    study = optuna.load_study(study_name="dept-search", storage=f"sqlite:///{out / 'study.db'}")
+                    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+                except Exception:  # the tables are being created
+                    pass
+    finally:
+        proc.kill()
+        proc.wait()
+    assert complete, "the search finished no trial before the deadline"
+    assert not (out / "trials.csv").exists()  # it never got to the end
+    summary = dept_cli(*args)
+    study = optuna.load_study(study_name="dept-search", storage=f"sqlite:///{out / 'study.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 3 and summary["trials"] == len(states)
+    assert sorted(t.number for t in study.trials) == list(range(len(states)))
+    assert {t.number for t in study.trials if t.state.name == "COMPLETE"} >= {t.number for t in complete}

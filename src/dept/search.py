@@ -176,7 +176,10 @@ def _prepare_folder(out: Path, record: dict) -> None:
 
 def search(options: TrainOptions, search_options: SearchOptions) -> dict:
     """Run (or continue) the study; write best.yaml, trials.csv and the plots. Returns a summary."""
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        raise SearchError("dept search needs Optuna: pip install 'dept[search]' (or pip install optuna)") from None
 
     from .training.loop import finish, fit, setup
 
