@@ -216,3 +216,24 @@ def test_reference_tensors_must_fit_the_config(tmp_path):
     folder = _reference_folder(tmp_path / "a", _reference_tensors(s=8))  # A has 8 rows, the config says 16
     with pytest.raises(UserError, match="lora_a"):
         DeptModel(tiny_base("seq2seq")).load_adapter(folder)
+
+
+def test_seq2seq_export_matches_peft_and_encoders_are_refused(tmp_path):
+    from peft import PeftModel
+
+    base = tiny_base("seq2seq")
+    model = DeptModel(base, DeptConfig(prompt_length=3, rank=0, max_length=16, prompt_init="random", seed=1)).eval()
+    model.save_adapter(tmp_path / "t5")
+    dept_cli("export", tmp_path / "t5", "--output_dir", tmp_path / "peft")
+    assert json.loads((tmp_path / "peft" / "adapter_config.json").read_text())["task_type"] == "SEQ_2_SEQ_LM"
+    peft_model = PeftModel.from_pretrained(tiny_base("seq2seq"), tmp_path / "peft").eval()
+    ids, decoder_ids = torch.tensor([[5, 17, 33, 8, 61]]), torch.tensor([[0, 7, 12]])
+    with torch.no_grad():
+        ours = model(input_ids=ids, decoder_input_ids=decoder_ids).logits
+        theirs = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids), decoder_input_ids=decoder_ids).logits
+    assert torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4), float((ours - theirs).abs().max())
+
+    encoder = DeptModel(tiny_base("encoder"), DeptConfig(prompt_length=3, rank=0, max_length=16, num_labels=2,
+                                                         prompt_init="random"))
+    encoder.save_adapter(tmp_path / "bert")
+    assert "encoder model's adapter" in dept_fails("export", tmp_path / "bert", "--output_dir", tmp_path / "b")

@@ -73,7 +73,9 @@ def foreign_config(record: dict, directory: Path) -> tuple[DeptConfig, dict]:
     if task_type not in TASK_TYPES:
         raise InteropError(f"{path}: task_type {task_type!r}; dept reads prompt adapters of "
                            f"{sorted(TASK_TYPES)} models (PEFT's classifiers use the base model's own head)")
-    submodules = record.get("num_transformer_submodules") or 1
+    submodules = record.get("num_transformer_submodules")
+    if submodules is None:  # PEFT's own rule when the field is unset
+        submodules = 2 if task_type == "SEQ_2_SEQ_LM" else 1
     if submodules != 1:
         raise InteropError(f"{path}: num_transformer_submodules={submodules}: PEFT also prepends a prompt to "
                            f"the decoder's input, which dept does not do (only 1 is read exactly)")
