@@ -55,12 +55,15 @@ def test_export_to_peft_gives_the_same_logits(llama_dir, tmp_path):
     peft_model = PeftModel.from_pretrained(_base(llama_dir), tmp_path / "peft").eval()
     with torch.no_grad():
         for ids in _rows(llama_dir):
-            ours = dept_model(input_ids=ids).logits                       # (1, m + T, V)
+            T = ids.shape[1]
+            # The input tokens' logits: dept may or may not return the prompt's positions
+            # (with a shared prompt KV cache it does not); PEFT returns m + T.
+            ours = dept_model(input_ids=ids).logits[:, -T:]                 # (1, T, V)
             theirs = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-            assert ours.shape == theirs.shape == (1, 4 + ids.shape[1], ours.shape[-1])
-            assert torch.allclose(ours, theirs, atol=1e-5), float((ours - theirs).abs().max())
+            assert theirs.shape[1] == 4 + T
+            assert torch.allclose(ours, theirs[:, -T:], atol=1e-5), float((ours - theirs[:, -T:]).abs().max())
             plain = dept_model.base_model(input_ids=ids).logits
-            assert not torch.allclose(ours[:, 4:], plain, atol=1e-3)      # the prompt does change them
+            assert not torch.allclose(ours, plain, atol=1e-3)               # the prompt does change them
 
     # Exporting again into dept's own export folder replaces it; a folder of someone else's is refused.
     dept_cli("export", tmp_path / "pt", "--output_dir", tmp_path / "peft")
@@ -102,8 +105,9 @@ def test_a_peft_prompt_tuning_folder_loads_in_dept(llama_dir, tmp_path):
     model.eval()
     with torch.no_grad():
         for ids in _rows(llama_dir):
-            theirs = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-            assert torch.allclose(model(input_ids=ids).logits, theirs, atol=1e-5)
+            T = ids.shape[1]
+            theirs = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -T:]
+            assert torch.allclose(model(input_ids=ids).logits[:, -T:], theirs, atol=1e-5)
 
     # dept eval and --init_from take it as they take a dept adapter.
     scored = dept_cli("eval", "--adapter", tmp_path / "peft", "--model", llama_dir, "--task", "demo",
