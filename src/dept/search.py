@@ -311,9 +311,7 @@ def plot_study(study, param_names: list[str], folder: Path) -> list[str]:
                 plt.close("all")
                 continue
             figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
-            figure.set_size_inches(max(figure.get_size_inches()[0], 8), 5)
-            figure.tight_layout()
-            figure.savefig(folder / name, dpi=100)
+            figure.savefig(folder / name, dpi=100, bbox_inches="tight")  # Optuna's own layout, uncropped
             plt.close(figure)
             written.append(str(folder / name))
     return written
