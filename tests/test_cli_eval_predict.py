@@ -35,7 +35,7 @@ def test_eval_rebuilds_the_split_training_held_out(llama_dir, tmp_path):
     """RTE's paper validation set is a seeded half of the official dev set: eval uses the training seed."""
     write_rte(tmp_path / "glue", rows=24)
     out = tmp_path / "rte"
-    dept_cli("train", "--model", llama_dir, "--task", "rte", "--data_dir", tmp_path / "glue", "--seed", 7,
+    dept_cli("train", "--model", llama_dir, "--task", "rte", "--data_dir", tmp_path / "glue", "--split_seed", 7,
              "--output_dir", out, "--max_steps", 2, "--eval_steps", 2, "--per_device_train_batch_size", 4,
              "--prompt_init", "random", "--max_seq_length", 48)
     metrics = dept_cli("eval", "--adapter", out, "--data_dir", tmp_path / "glue")

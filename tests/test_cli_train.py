@@ -35,7 +35,7 @@ def test_writes_adapter_results_metrics_and_curves(run, llama_dir):
     config = json.loads((run / "adapter_config.json").read_text())
     assert config["method"] == "dept" and config["base_model_name_or_path"] == str(llama_dir)
     assert config["task"] == {"task": "demo", "target_words": "natural", "decoder": "rank", "protocol": "paper",
-                              "seed": 42}
+                              "split_seed": 42}
     m, r, s = config["prompt_length"], config["rank"], config["max_length"]
     assert (m, s, config["prompt_init"]) == (60, 256, "random")
     tensors = adapter_tensors(run)

@@ -24,8 +24,8 @@ class EvalOptions:
     test_file: str | None = opt(None, "an adapter of your own task: score this file (.csv, .tsv, .jsonl, .json, "
                                 ".parquet), read with the adapter's template and labels")
     protocol: str | None = opt(None, "split protocol (default: the adapter's)", choices=PROTOCOLS)
-    seed: int | None = opt(None, "seed of the paper's split protocol (default: the adapter's), so validation "
-                           "is the split training held out")
+    split_seed: int | None = opt(None, "seed of the paper's split protocol (default: the adapter's), so "
+                                 "validation is the split training held out", "seed")
     decoder: str | None = opt(None, "how answers are read (default: the adapter's)", choices=DECODERS)
     model_name_or_path: str | None = opt(None, "base model (default: the one named in the adapter)", "model")
     per_device_eval_batch_size: int = opt(32, "evaluation batch", "eval_batch_size", minimum=1)
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         examples = load_task(task, options.split, options.data_dir,
                              protocol=options.protocol or meta.protocol,
-                             seed=options.seed if options.seed is not None else meta.seed,
+                             seed=options.split_seed if options.split_seed is not None else meta.split_seed,
                              target_words=meta.target_words, from_hub=options.from_hub)
         split = options.split
     if options.max_eval_samples:

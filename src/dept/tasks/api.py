@@ -19,6 +19,7 @@ def load_task(
     *,
     protocol: str = "paper",
     seed: int = 42,
+    k_shot_seed: int | None = None,
     k_shot: int | None = None,
     target_words: str = "natural",
     from_hub: bool = False,
@@ -27,7 +28,8 @@ def load_task(
 
     split: "train", "validation" or "test" (under protocol="official", also MNLI's
     "validation_matched" / "validation_mismatched"). protocol="paper" builds the
-    paper's splits from labelled data with `seed`; "official" returns the files as
+    paper's splits from labelled data with `seed` (k_shot draws with `k_shot_seed`, default
+    `seed`); "official" returns the files as
     distributed (no test split where its labels are hidden). k_shot draws k rows in
     total, balanced across classes, from the split. data_dir is the folder of the
     official download (suite or task folder); the demo task defaults to its packaged
@@ -46,7 +48,7 @@ def load_task(
     else:
         records = paper_split(spec, split, load, seed)
     if k_shot is not None:
-        records = k_shot_sample(spec, records, k_shot, seed)
+        records = k_shot_sample(spec, records, k_shot, seed if k_shot_seed is None else k_shot_seed)
     return [format_record(spec, record, target_words) for record in records]
 
 

@@ -29,8 +29,9 @@ class TaskMeta:
     """How answers are read (DECODERS)."""
     protocol: str = "paper"
     """How splits were built (PROTOCOLS)."""
-    seed: int = DEFAULT_SPLIT_SEED
-    """Seed the paper-protocol splits were cut with."""
+    split_seed: int = DEFAULT_SPLIT_SEED
+    """Seed the paper-protocol validation/test splits were cut with (42, as the reference, unless
+    the run said otherwise)."""
     custom: dict | None = None
     """A user's own task (tasks/custom.py): its template, label column and words, type, metric
     and labels, so new files and raw records are read as training read them."""
@@ -51,4 +52,6 @@ class TaskMeta:
     def from_dict(cls, record: dict) -> "TaskMeta":
         """Known keys only: an adapter's task record may carry more (written by other tools)."""
         known = {f.name for f in fields(cls)}
+        if "seed" in record and "split_seed" not in record:  # dept 0.1 cut splits with the training seed
+            record = {**record, "split_seed": record["seed"]}
         return cls(**{k: v for k, v in record.items() if k in known and v is not None})

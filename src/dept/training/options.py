@@ -107,7 +107,9 @@ class TrainOptions:
     gradient_accumulation_steps: int = opt(1, "micro-batches per optimiser step", minimum=1)
     mixed_precision: str = opt("auto", "auto (bf16 on CUDA where supported, else fp32), no, bf16, fp16",
                                choices=("auto", "no", "bf16", "fp16"))
-    seed: int = opt(DEFAULT_SPLIT_SEED, "seed for initialisation, data order and splits")
+    seed: int = opt(42, "seed for initialisation, data order and k-shot sampling")
+    split_seed: int = opt(DEFAULT_SPLIT_SEED, "seed the paper protocol cuts validation/test splits with: fixed "
+                          "(42, as the reference code) whatever the training seed, so seeds share a test set")
     # --- evaluation, checkpoints ---
     decoder: str = opt("rank", "rank: rank classification over the label words (never an invalid "
                        "label); generate: greedy generation (the paper)", choices=DECODERS)

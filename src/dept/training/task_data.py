@@ -63,7 +63,7 @@ def load_custom_task_data(options: TrainOptions) -> TaskData:
         validation, test = validation[:options.max_eval_samples], test[:options.max_eval_samples]
     candidates = candidate_targets(spec.name)
     num_labels = len(candidates) if candidates else (1 if spec.kind == "regression" else None)
-    meta = TaskMeta(task=spec.name, target_words="natural", decoder=options.decoder, seed=options.seed,
+    meta = TaskMeta(task=spec.name, target_words="natural", decoder=options.decoder, split_seed=options.split_seed,
                     custom=task.description())
     return TaskData(train, validation, test, meta, num_labels, spec.main_metric)
 
@@ -72,9 +72,9 @@ def load_task_data(options: TrainOptions) -> TaskData:
     if options.custom_task:
         return load_custom_task_data(options)
     spec = get_task(options.task)
-    common = dict(data_dir=options.data_dir, protocol=options.protocol, seed=options.seed,
+    common = dict(data_dir=options.data_dir, protocol=options.protocol, seed=options.split_seed,
                   target_words=options.target_words, from_hub=options.from_hub)
-    train = load_task(options.task, "train", k_shot=options.k_shot_examples, **common)
+    train = load_task(options.task, "train", k_shot=options.k_shot_examples, k_shot_seed=options.seed, **common)
     validation = load_task(options.task, "validation", **common)
     test = [] if options.no_test or options.protocol == "official" else load_task(options.task, "test", **common)
     if options.max_train_samples:
@@ -86,5 +86,5 @@ def load_task_data(options: TrainOptions) -> TaskData:
     candidates = candidate_targets(options.task, options.target_words)
     num_labels = len(candidates) if candidates else (1 if spec.kind == "regression" else None)
     meta = TaskMeta(task=spec.name, target_words=options.target_words, decoder=options.decoder,
-                    protocol=options.protocol, seed=options.seed)
+                    protocol=options.protocol, split_seed=options.split_seed)
     return TaskData(train, validation, test, meta, num_labels, main_metric(options.task))
