@@ -35,6 +35,19 @@ def _generator(seed: int | None) -> torch.Generator:
     return g
 
 
+def received_rms(embedding: nn.Module, chunk: int = 8192) -> float:
+    """RMS of the input embeddings as the model receives them: the embedding module's output, so
+    a scale inside the module counts (Gemma multiplies its table by √d; the table's own RMS would
+    be 25× too small there). Over the whole vocabulary, a chunk at a time."""
+    vocab, d = embedding.num_embeddings, embedding.embedding_dim
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, vocab, chunk):
+            ids = torch.arange(start, min(vocab, start + chunk), device=embedding.weight.device)
+            total += float(embedding(ids).double().pow(2).sum())
+    return math.sqrt(total / (vocab * d))
+
+
 def _kaiming(shape: tuple[int, ...], g: torch.Generator) -> Tensor:
     """nn.Linear's default init (kaiming-uniform, a=√5), drawn from `g` on the CPU."""
     weight = torch.empty(shape)
@@ -79,15 +92,16 @@ class DeptAdapter(nn.Module):
             for _, name, p in self.adapter_params():
                 p.copy_(tensors[name])
 
-    def initialise(self, word_embeddings: Tensor, init_token_ids: list[int] | None = None) -> None:
-        """Fill the tensors as DePT prescribes; `word_embeddings` (V x d) is the frozen table."""
+    def initialise(self, embedding: nn.Module, init_token_ids: list[int] | None = None) -> None:
+        """Fill the tensors as DePT prescribes; `embedding` is the frozen input embedding module, read
+        through its output (the vectors the model receives, scale included), not its raw table."""
         g = _generator(self.config.seed)
         with torch.no_grad():
             if self.lora_a is not None:
                 self.lora_a.copy_(_kaiming(tuple(self.lora_a.shape), g))
                 self.lora_b.zero_()
             if self.prompt is not None:
-                self.prompt.copy_(self._initial_prompt(word_embeddings, init_token_ids, g))
+                self.prompt.copy_(self._initial_prompt(embedding, init_token_ids, g))
             if self.head is not None:
                 self.head.weight.copy_(_kaiming(tuple(self.head.weight.shape), g))
                 self.head.bias.zero_()
@@ -104,9 +118,9 @@ class DeptAdapter(nn.Module):
         self.head = head
         self.config.num_labels = num_labels
 
-    def _initial_prompt(self, table: Tensor, token_ids: list[int] | None, g: torch.Generator) -> Tensor:
+    def _initial_prompt(self, embedding: nn.Module, token_ids: list[int] | None, g: torch.Generator) -> Tensor:
         m = self.config.prompt_length
-        table = table.detach().float().cpu()  # (V, d)
+        vocab, d = embedding.num_embeddings, embedding.embedding_dim
         kind = self.config.prompt_init
         if kind == "text":
             if not token_ids:
@@ -114,13 +128,13 @@ class DeptAdapter(nn.Module):
                                  "pass a tokenizer to DeptModel, or use prompt_init='vocab'")
             ids = (token_ids * math.ceil(m / len(token_ids)))[:m]  # repeat, then trim to m
         elif kind == "vocab":
-            ids = torch.randint(0, min(VOCAB_INIT_TOP_TOKENS, table.shape[0]), (m,), generator=g).tolist()
+            ids = torch.randint(0, min(VOCAB_INIT_TOP_TOKENS, vocab), (m,), generator=g).tolist()
         else:
             # Random rows with the embeddings' own scale: a unit normal would swamp models
             # whose embeddings are small (SmolLM2's RMS is 0.136).
-            rms = table.pow(2).mean().sqrt()
-            return torch.randn(m, table.shape[1], generator=g) * rms
-        return table[torch.tensor(ids)]
+            return torch.randn(m, d, generator=g) * received_rms(embedding)
+        with torch.no_grad():
+            return embedding(torch.tensor(ids, device=embedding.weight.device)).float().cpu()  # (m, d)
 
     def lowrank_table(self) -> Tensor | None:
         """scale·A·B (s x d), the update for each input position; None for vanilla PT."""

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..adapter import received_rms
 from ..budget import solve_budget
 from ..config import DeptConfig
 from ..families import Family
@@ -39,8 +40,8 @@ GROUP_ORDER = ("prompt", "lowrank", "lora", "full", "head")
 
 
 def embedding_rms(model: nn.Module) -> float:
-    weight = model.get_input_embeddings().weight
-    return float(weight.detach().float().pow(2).mean().sqrt())
+    """The scale the rates are relative to: the input embeddings as the model receives them."""
+    return received_rms(model.get_input_embeddings())
 
 
 def resolve_learning_rates(options: TrainOptions, rms: float) -> tuple[float, float]:
