@@ -7,7 +7,8 @@ subprocess on 127.0.0.1, closed-loop async clients, every cell bounded in reques
 
 Side by side in one run, the same adapters and traffic: mixed-adapter batching (ours), the same
 server batching only same-adapter requests (--mix_adapters false), and no batching
-(--max_batch_size 1). The adapters are DePT adapters (m=20, r=8, s=64) with random weights:
+(--max_batch_size 1), and a PEFT baseline (benchmarks/_peft_server.py: PEFT prompt-tuning adapters,
+set_adapter per request, as a user would write it). The adapters are DePT adapters (m=20, r=8, s=64) with random weights:
 throughput does not depend on what they learned. Writes benchmarks/results/serving-<mode>.json
 and .md and docs/img/serving_<mode>.png.
 """
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = ["a gorgeous, witty film", "dull and far too long", "i laughed the whole way through",
              "not worth the ticket", "a quiet triumph of acting", "the plot made no sense at all"]
 SERVERS = {"mixed (ours)": [], "same-adapter batches": ["--mix_adapters", "false"],
-           "unbatched": ["--max_batch_size", "1"]}
+           "unbatched": ["--max_batch_size", "1"], "PEFT, set_adapter per request": None}
 MODES = {
     "quick": dict(classify=[(1, 1), (8, 1), (32, 1), (1, 16), (8, 16), (32, 16)], complete=[(8, 16)],
                   requests=64, seconds=15.0),
@@ -65,12 +66,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(folder: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
+def start(folder: Path, extra: list[str] | None) -> tuple[subprocess.Popen, str]:
+    """`dept serve` with `extra` flags, or (None) the PEFT baseline, on a free loopback port."""
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    process = subprocess.Popen([sys.executable, "-m", "dept.cli.main", "serve", "--adapters_dir", str(folder),
-                                "--port", str(port), "--max_queue", "64", *extra], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = ([sys.executable, str(Path(__file__).with_name("_peft_server.py")), str(port), "16"] if extra is None
+               else [sys.executable, "-m", "dept.cli.main", "serve", "--adapters_dir", str(folder), "--port",
+                     str(port), "--max_queue", "64", *extra])
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -149,6 +152,10 @@ def ratios(cells: dict) -> dict:
         one, many = rps("mixed (ours)", "classify", c, 1), rps("mixed (ours)", "classify", c, 16)
         if one and many:
             out[f"classify, concurrency {c}: 16 adapters / 1 adapter (target >= 0.9)"] = round(many / one, 2)
+        peft = rps("PEFT, set_adapter per request", "classify", c, 16)
+        ours_16 = rps("mixed (ours)", "classify", c, 16)
+        if ours_16 and peft:
+            out[f"classify, concurrency {c}, 16 adapters: ours / PEFT set_adapter"] = round(ours_16 / peft, 2)
         ours, flat = rps("mixed (ours)", "classify", c, 16), rps("unbatched", "classify", c, 16)
         if ours and flat:
             out[f"classify, concurrency {c}, 16 adapters: ours / unbatched (target >= 4 at 32)"] = round(ours / flat, 2)
