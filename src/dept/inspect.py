@@ -7,7 +7,8 @@
                       share of the mean norm of a token embedding
 
 Pure arithmetic over the config, the tensors and the embedding table (V x d), taken as
-arguments; `dept inspect` loads them. docs/method.md says what these numbers do not mean.
+arguments; `dept inspect` passes the table as the model receives it (the embedding module's
+output for every id, so a scale inside the module, as Gemma's √d, counts). docs/method.md says what these numbers do not mean.
 """
 
 from __future__ import annotations

@@ -44,7 +44,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.adapter}: the adapter does not name its base model; pass --model")
     base, tokenizer, family = load_base(name, family=recorded.get("model_family"))
     config, tensors = read_adapter(args.adapter, base_model_facts(base, family.name))
-    table = base.get_input_embeddings().weight
+    import torch
+
+    embedding = base.get_input_embeddings()
+    with torch.no_grad():  # the rows as the model receives them (Gemma scales its table by √d inside)
+        table = embedding(torch.arange(embedding.num_embeddings, device=embedding.weight.device))  # (V, d)
     report = inspect_adapter(config, tensors, table, tokens=tokenizer.convert_ids_to_tokens, top_k=options.top_k)
     if options.plot:
         report["plot"] = str(plot_report(report, options.plot))
