@@ -32,9 +32,13 @@ def per_row(model: DeptModel, family: str, rows: list[tuple], side: str = "right
         kwargs = {"labels": pad_like([[-100] * len(s) + t for s, t in rows], mask, -100),
                   "source_mask": pad_like([[1] * len(s) + [0] * len(t) for s, t in rows], mask, 0)}
         out = model(ids, mask, adapter_names=names, **kwargs)
-        laid = model.prepare_inputs(ids, mask, adapter_names=names, **kwargs)
+        # With the shared prefix (decoder-only default) the logits and labels cover the input
+        # tokens only and the mask starts with the prompt cache's columns: take its last n.
+        laid = model.prepare_inputs(ids, mask, adapter_names=names, shared=model.uses_shared_prefix(names),
+                                    **kwargs)
+        n = out.logits.shape[1]
         for b in range(len(rows)):
-            real = laid["attention_mask"][b].bool()                            # the row's slots
+            real = laid["attention_mask"][b, -n:].bool()                       # the row's slots
             logits, labels = out.logits[b][real], laid["labels"][b][real]
             results.append((logits, F.cross_entropy(logits[:-1], labels[1:], ignore_index=-100)))
     elif family == "seq2seq":

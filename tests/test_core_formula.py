@@ -62,16 +62,22 @@ def test_causal_forward_equals_hand_computation(scaling):
     m = model.dept_adapters["default"].prompt_length
     hand_labels = torch.cat([torch.full((1, m), -100), labels], dim=1)     # the prompt has no label
     ref = model.base_model(inputs_embeds=hand_inputs_embeds(model, ids[0].tolist(), len(source)), labels=hand_labels)
-    assert torch.allclose(out.logits, ref.logits, atol=ATOL)
+    # The shared prefix (on by default) returns logits for the input tokens only: the last T.
+    T = ids.shape[1]
+    assert model.uses_shared_prefix() and out.logits.shape[1] == T
+    assert torch.allclose(out.logits, ref.logits[:, m:], atol=ATOL)
     assert torch.allclose(out.loss, ref.loss, atol=ATOL)
+    model.share_prefix = False  # the full laid-out row: every position equals the hand computation
+    assert torch.allclose(model(ids, labels=labels).logits, ref.logits, atol=ATOL)
+    model.share_prefix = True
     # An explicit source_mask says the same thing.
     source_mask = torch.tensor([[1] * len(source) + [0] * len(target)])
     again = model(ids, labels=labels, source_mask=source_mask)
-    assert torch.allclose(again.logits, ref.logits, atol=ATOL)
+    assert torch.allclose(again.logits, ref.logits[:, m:], atol=ATOL)
     # Without labels or source_mask every token is source.
     no_labels = model(ids)
     ref_all = model.base_model(inputs_embeds=hand_inputs_embeds(model, ids[0].tolist()))
-    assert torch.allclose(no_labels.logits, ref_all.logits, atol=ATOL)
+    assert torch.allclose(no_labels.logits, ref_all.logits[:, m:], atol=ATOL)
 
 
 def test_encoder_forward_equals_hand_computation_cls_then_prompt():

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from . import adapter_io, scoring
+from . import adapter_io, prefix, scoring
 from .adapter import DeptAdapter
 from .config import DeptConfig
 from .errors import UserError
@@ -44,7 +44,8 @@ class InputTooLongError(UserError, ValueError):
 
 class DeptModel(nn.Module):
     def __init__(self, base_model: nn.Module, config: DeptConfig | None = None, *,
-                 tokenizer=None, family: str | None = None, adapter_name: str = DEFAULT_ADAPTER):
+                 tokenizer=None, family: str | None = None, adapter_name: str = DEFAULT_ADAPTER,
+                 share_prefix: bool = True):
         super().__init__()
         self.base_model = base_model
         self.base_model.requires_grad_(False)
@@ -55,6 +56,11 @@ class DeptModel(nn.Module):
         accepted = inspect.signature(base_model.forward).parameters
         self._passes_position_ids = "position_ids" in accepted
         self._keeps_logits = "logits_to_keep" in accepted
+        # Decoder-only: run each adapter's prompt once per batch, not once per row (prefix.py).
+        self.share_prefix = share_prefix
+        self._prefix_unsupported = (prefix.unsupported_reason(base_model) if self.family.name == "causal"
+                                    else "its encoder is bidirectional")
+        self.prompt_cache = prefix.PromptCache()   # prompt KV kept between no-grad calls
         if config is not None:
             self.add_adapter(adapter_name, config)
 
@@ -87,8 +93,7 @@ class DeptModel(nn.Module):
             raise ValueError(f"num_labels is for encoder models; this is a {self.family.name} model")
         adapter = DeptAdapter(config, self.hidden_size)
         if initialise:
-            table = self.base_model.get_input_embeddings().weight
-            adapter.initialise(table, self._init_token_ids(config))
+            adapter.initialise(self.base_model.get_input_embeddings(), self._init_token_ids(config))
         weight = self.base_model.get_input_embeddings().weight
         self.dept_adapters[name] = adapter.to(device=weight.device)
         self.set_active_adapter(name)
@@ -101,6 +106,7 @@ class DeptModel(nn.Module):
 
     def delete_adapter(self, name: str) -> None:
         del self.dept_adapters[self._check_name(name)]
+        self.prompt_cache.drop(name)
         if self.active_adapter == name:
             self.active_adapter = None
             if self.dept_adapters:  # the next adapter becomes active, and so trainable
@@ -165,8 +171,10 @@ class DeptModel(nn.Module):
     def prepare_inputs(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
                        labels: Tensor | None = None, source_mask: Tensor | None = None,
                        adapter_names: Sequence[str] | None = None, left_pad: bool | None = None,
-                       token_type_ids: Tensor | None = None) -> dict[str, Tensor]:
+                       token_type_ids: Tensor | None = None, shared: bool = False) -> dict[str, Tensor]:
         """Embed, add the low-rank update by position, insert the prompts: kwargs for the base.
+        `shared` (decoder-only, see uses_shared_prefix): the prompts come as a KV cache run once
+        per adapter, and the rest (labels included) is laid out for the input tokens alone.
 
         input_ids, attention_mask, labels, source_mask, token_type_ids: (B, T). source_mask
         marks the input segment that receives the update (decoder-only: the source, not the
@@ -199,9 +207,14 @@ class DeptModel(nn.Module):
                                device=device)
         if left_pad is None:
             left_pad = self.family.default_padding_side == "left"
+        if shared:
+            lengths, prompts = torch.zeros_like(lengths), prompts[:, :0]
         out = insert_prompts(embeds, keep, prompts, lengths, prompt_offset=self.family.prompt_offset,
                              left_pad=left_pad, labels=labels if self.family.labels_in_input else None,
                              token_type_ids=token_type_ids)
+        if shared:
+            row_prompts = {a: self.dept_adapters[a].prompt for a in groups}
+            out = prefix.shared_prefix_inputs(self.base_model, out, row_prompts, groups, store=self.prompt_cache)
         if not self._passes_position_ids:
             out.pop("position_ids")
         out["row_adapters"] = row_adapters
@@ -242,6 +255,19 @@ class DeptModel(nn.Module):
                 update = update.index_copy(0, index, F.embedding(pos, padded_table).to(embeds.dtype))
         return prompts, embeds + update
 
+    def uses_shared_prefix(self, adapter_names: Sequence[str] | None = None, **base_kwargs) -> bool:
+        """Whether this call runs the prompts once per adapter (exact; decoder-only only)."""
+        if not self.share_prefix or self.family.name != "causal" or prefix.has_cache(base_kwargs):
+            return False
+        reason = self._prefix_unsupported or (
+            "activation checkpointing re-runs layers" if self.training and prefix.checkpointing(self.base_model)
+            else None)
+        if reason is not None:
+            prefix.warn_unsupported_once(self.base_model, reason)
+            return False
+        names = set(adapter_names) if adapter_names is not None else {self.active_adapter}
+        return any(self.dept_adapters[a].prompt_length for a in names if a in self.dept_adapters)
+
     def _handle_overflow(self, overflow: Tensor, source: Tensor, row_adapters: list[str]) -> None:
         for row in overflow.any(dim=1).nonzero().flatten().tolist():
             config = self.dept_adapters[row_adapters[row]].config
@@ -259,9 +285,12 @@ class DeptModel(nn.Module):
         labels as usual; decoder-only labels are (B, T) aligned with input_ids (-100 on the
         source); encoder labels are (B,) class indices or float scores. token_type_ids (a BERT
         tokenizer's segments) are laid out with the prompt, so `model(**tokenizer(...))` works."""
+        shared = self.uses_shared_prefix(adapter_names, **base_kwargs)
         prepared = self.prepare_inputs(input_ids, attention_mask, labels=labels, source_mask=source_mask,
-                                       adapter_names=adapter_names, token_type_ids=token_type_ids)
+                                       adapter_names=adapter_names, token_type_ids=token_type_ids, shared=shared)
         row_adapters = prepared.pop("row_adapters")
+        if shared:
+            base_kwargs.pop("use_cache", None)  # the prompt cache is passed; nothing else is kept
         if self.family.has_head:
             return self._encoder_forward(prepared, labels, row_adapters, **base_kwargs)
         if labels is not None and not self.family.labels_in_input:
@@ -323,7 +352,7 @@ class DeptModel(nn.Module):
               *, source_mask: Tensor | None = None, adapter_names: Sequence[str] | None = None) -> Tensor:
         """(B,) summed log-likelihood of each row's labelled target tokens: rank classification."""
         prepared = self.prepare_inputs(input_ids, attention_mask, labels=labels, source_mask=source_mask,
-                                       adapter_names=adapter_names)
+                                       adapter_names=adapter_names, shared=self.uses_shared_prefix(adapter_names))
         prepared.pop("row_adapters")
         return scoring.score_targets(self.base_model, prepared, labels, labels_in_input=self.family.labels_in_input,
                                      keeps_logits=self._keeps_logits)
@@ -337,7 +366,8 @@ class DeptModel(nn.Module):
         if not self.family.generates:
             raise ValueError(f"{self.family.name} models classify with their head; nothing to score")
         prepared = self.prepare_inputs(input_ids, attention_mask, adapter_names=adapter_names,
-                                       left_pad=True if self.family.labels_in_input else None)
+                                       left_pad=True if self.family.labels_in_input else None,
+                                       shared=self.uses_shared_prefix(adapter_names))
         prepared.pop("row_adapters")
         return scoring.score_candidates(self.base_model, prepared, candidates,
                                         labels_in_input=self.family.labels_in_input,
@@ -352,9 +382,11 @@ class DeptModel(nn.Module):
         if not self.family.generates:
             raise ValueError(f"{self.family.name} models classify; they do not generate")
         prepared = self.prepare_inputs(input_ids, attention_mask, adapter_names=adapter_names,
-                                       left_pad=True if self.family.labels_in_input else None)
+                                       left_pad=True if self.family.labels_in_input else None,
+                                       shared=self.uses_shared_prefix(adapter_names))
         prepared.pop("row_adapters")
         prepared.pop("position_ids", None)  # generate() derives them from the attention mask
+        prefix.embeds_for_generate(prepared)
         if self.tokenizer is not None and "pad_token_id" not in generate_kwargs:
             pad = self.tokenizer.pad_token_id
             generate_kwargs["pad_token_id"] = pad if pad is not None else self.tokenizer.eos_token_id

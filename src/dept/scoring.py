@@ -27,6 +27,12 @@ def cache_argument(base: nn.Module, cache) -> dict:
     return {"cache": cache} if "cache" in accepted else {"past_key_values": cache}
 
 
+def output_cache(out):
+    """The KV cache a forward returned: `out.cache` in transformers 5 (`out.past_key_values`
+    still works there but logs a deprecation on first use)."""
+    return out["cache"] if "cache" in out else out.past_key_values
+
+
 def target_log_likelihood(logits: Tensor, labels: Tensor, *, shifted: bool) -> Tensor:
     """Sum over target tokens of log p(token): logits (B, L, V), labels (B, L) with -100 elsewhere.
 
@@ -104,7 +110,7 @@ def score_candidates(base: nn.Module, prepared: dict[str, Tensor], candidates: S
     prefill = base(**prepared, use_cache=True, logits_to_keep=1) if keeps_logits \
         else base(**prepared, use_cache=True)
     first = torch.log_softmax(prefill.logits[:, -1].float(), dim=-1)           # (B, V) predicts token 0
-    cache = prefill.past_key_values
+    cache = output_cache(prefill)
     cache.batch_repeat_interleave(C)
     ids, cand_mask = _pad_candidates(candidates, 0, device)
     ids, cand_mask = ids.repeat(B, 1), cand_mask.repeat(B, 1)                   # (B*C, L)
