@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_tiny import one_thread  # noqa: F401  (autouse: one CPU thread per module)
-from helpers_tiny import tiny_base
+from helpers_tiny import (
+    one_thread,  # noqa: F401  (autouse: one CPU thread per module)
+    tiny_base,
+)
 from helpers_train import QUICK, dept_cli, dept_fails, llama_dir  # noqa: F401  (fixture)
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer

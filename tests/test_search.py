@@ -120,6 +120,7 @@ def test_a_killed_search_resumes(bert_dir, tmp_path):
 
     import optuna
     from helpers_train import dept_command, subprocess_env
+    from sqlalchemy.exc import SQLAlchemyError
 
     out = tmp_path / "search"
     args = ["search", "--model", bert_dir, *FAST, "--output_dir", out, "--n_trials", 3, "--max_steps", 40,
@@ -135,8 +136,8 @@ def test_a_killed_search_resumes(bert_dir, tmp_path):
                 try:
                     study = optuna.load_study(study_name="dept-search", storage=f"sqlite:///{out / 'study.db'}")
                     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-                except Exception:  # the tables are being created
-                    pass
+                except (KeyError, SQLAlchemyError):  # the study or its tables are being created
+                    continue
     finally:
         proc.kill()
         proc.wait()
@@ -148,3 +149,12 @@ def test_a_killed_search_resumes(bert_dir, tmp_path):
     assert states.count("COMPLETE") + states.count("PRUNED") == 3 and summary["trials"] == len(states)
     assert sorted(t.number for t in study.trials) == list(range(len(states)))
     assert {t.number for t in study.trials if t.state.name == "COMPLETE"} >= {t.number for t in complete}
+
+
+def test_a_bad_storage_and_someone_elses_folder_are_one_line(bert_dir, tmp_path):
+    line = dept_fails("search", "--model", bert_dir, *FAST, "--output_dir", tmp_path / "s", "--storage", "bogus://x")
+    assert line.startswith("dept search: --storage bogus://x: ")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    line = dept_fails("search", "--model", bert_dir, *FAST, "--output_dir", tmp_path / "mine")
+    assert "holds no search.json" in line and (tmp_path / "mine" / "notes.txt").read_text() == "keep"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -63,9 +62,9 @@ def inspect_adapter(config: DeptConfig, tensors: dict[str, Tensor], table: Tenso
 
 def format_report(report: dict) -> str:
     """The report as text for a terminal."""
-    lines = [f"prompt_length m={report['prompt_length']}  rank r={report['rank']}  max_length s="
-             f"{report['max_length']}  embedding RMS {report['embedding_rms']:.4g}  "
-             f"mean embedding norm {report['mean_embedding_norm']:.4g}"]
+    lines = [(f"prompt_length m={report['prompt_length']}  rank r={report['rank']}  max_length s="
+              f"{report['max_length']}  embedding RMS {report['embedding_rms']:.4g}  "
+              f"mean embedding norm {report['mean_embedding_norm']:.4g}")]
     for row in report.get("prompt", []):
         near = ", ".join(f"{n['token']!r} {n['cosine']:.3f}" for n in row["nearest"])
         lines.append(f"  P[{row['index']:>3}]  rms x{row['rms_ratio']:.2f}  nearest: {near}")

@@ -194,9 +194,11 @@ def search(options: TrainOptions, search_options: SearchOptions) -> dict:
               "study_name": search_options.study_name}
     _prepare_folder(out, record)
     storage_url = search_options.storage or f"sqlite:///{out / STORAGE_FILE}"
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=30, grace_period=120)
-    except Exception as err:  # SQLAlchemy's many errors for a bad URL
+    except (SQLAlchemyError, ValueError, ImportError) as err:  # a bad URL, an unreachable database, no driver
         raise SearchError(f"--storage {storage_url}: {str(err).splitlines()[0]}") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
