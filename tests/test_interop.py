@@ -111,6 +111,23 @@ def test_a_peft_prompt_tuning_folder_loads_in_dept(llama_dir, tmp_path):
             theirs = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -T:]
             assert torch.allclose(model(input_ids=ids).logits[:, -T:], theirs, atol=1e-5)
 
+    # dept predict's greedy answer is PEFT's, decoded by PEFT's own forward one token at a time
+    # (PEFT's generate() with its KV cache drifts from its forward at the 4th token here).
+    from dept.data import Collator
+    from dept.families import CAUSAL
+
+    tok = AutoTokenizer.from_pretrained(llama_dir)
+    text = "The movie was wonderful."
+    ids = torch.tensor([Collator(tok, CAUSAL, 256).source_ids(text)])
+    with torch.no_grad():
+        for _ in range(4):
+            step = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1]
+            ids = torch.cat([ids, step.argmax(-1, keepdim=True)], dim=1)
+    (tmp_path / "in.jsonl").write_text(json.dumps({"source": text}) + "\n")
+    answer = dept_cli("predict", "--adapter", tmp_path / "peft", "--model", llama_dir, "--input",
+                      tmp_path / "in.jsonl", "--decoder", "generate", "--max_new_tokens", 4)
+    assert answer["prediction"].strip() == tok.decode(ids[0, -4:], skip_special_tokens=True).strip()
+
     # dept eval and --init_from take it as they take a dept adapter.
     scored = dept_cli("eval", "--adapter", tmp_path / "peft", "--model", llama_dir, "--task", "demo",
                       "--max_eval_samples", 8)
