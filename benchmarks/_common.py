@@ -344,3 +344,69 @@ def rss_child(source: str, s: int, setup: Setup, batch_size: int, threads: int) 
     before = _status_kb("VmRSS")
     runner.train_step(batch)
     return {"rss_peak_mb": (_status_kb("VmHWM") - before) / 1024, "rss_resident_mb": before / 1024}
+
+
+# ----- the shared prefix against the laid-out rows (decoder-only) ----------------------------
+def sst2_like_batch(batch_size: int, vocab: int, seed: int = 0, lengths=(20, 30)) -> tuple[Tensor, Tensor, Tensor]:
+    """(input_ids, attention_mask, labels), left-padded: a 20-30 token source (an SST-2 sentence
+    with its template is about 28 tokens) and a 2-token target (label word + end of sequence)."""
+    g = torch.Generator().manual_seed(seed)
+    rows, labels = [], []
+    for _ in range(batch_size):
+        n = int(torch.randint(lengths[0], lengths[1] + 1, (1,), generator=g))
+        source, target = torch.randint(3, min(vocab, 32000), (n,), generator=g).tolist(), [5, 2]
+        rows.append(source + target)
+        labels.append([-100] * n + target)
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(batch_size, width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    lab = torch.full_like(ids, -100)
+    for b, (row, lab_row) in enumerate(zip(rows, labels)):
+        ids[b, width - len(row):], mask[b, width - len(row):] = torch.tensor(row), 1
+        lab[b, width - len(row):] = torch.tensor(lab_row)
+    return ids, mask, lab
+
+
+class PrefixRunner:
+    """A DeptModel's training step and rank classification, with the shared prefix on or off;
+    `floor_*` is the frozen base on the input tokens alone (no prompt, no update)."""
+
+    def __init__(self, model, lr: float = 0.03):
+        self.model = model
+        params = [p for _, p in model.trainable_parameters()]
+        self.optimizer = torch.optim.AdamW(params, lr=lr)
+
+    def train_step(self, batch, share: bool) -> float:
+        ids, mask, labels = batch
+        self.model.share_prefix = share
+        self.model.train()
+        loss = self.model(ids, mask, labels=labels, trim_logits=True).loss
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss)
+
+    def rank(self, batch, share: bool, candidates) -> Tensor:
+        ids, mask, _ = batch
+        self.model.share_prefix = share
+        self.model.eval()
+        return self.model.score_candidates(ids, mask, candidates)
+
+    def floor_train(self, batch) -> None:
+        """Forward + backward of the frozen base on the input tokens, gradient to the embeddings."""
+        ids, mask, labels = batch
+        base = self.model.base_model
+        base.train()
+        embeds = base.get_input_embeddings()(ids).detach().requires_grad_(True)
+        base(inputs_embeds=embeds, attention_mask=mask, labels=labels, logits_to_keep=labels.shape[1]).loss.backward()
+
+    @torch.no_grad()
+    def floor_rank(self, batch, candidates) -> Tensor:
+        from dept import scoring
+
+        ids, mask, _ = batch
+        base = self.model.base_model
+        base.eval()
+        prepared = {"inputs_embeds": base.get_input_embeddings()(ids), "attention_mask": mask,
+                    "position_ids": (mask.cumsum(1) - 1).clamp(min=0)}
+        return scoring.score_candidates(base, prepared, candidates, labels_in_input=True, keeps_logits=True)
