@@ -197,7 +197,9 @@ def search(options: TrainOptions, search_options: SearchOptions) -> dict:
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=30, grace_period=120)
+        with warnings.catch_warnings():  # the heartbeat (kills are noticed) is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=30, grace_period=120)
     except (SQLAlchemyError, ValueError, ImportError) as err:  # a bad URL, an unreachable database, no driver
         raise SearchError(f"--storage {storage_url}: {str(err).splitlines()[0]}") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
