@@ -228,3 +228,37 @@ def test_smollm2_shared_prefix_equals_full_rows():
     loss, grads = assert_same(model, ids, mask, labels=labels)
     assert 0.5 < loss < 30
     assert torch.count_nonzero(grads[0])
+
+
+def tiny_gemma(window: int):
+    """Gemma 3: sliding-window and full-attention layers, with `window` columns of attention."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, pad_token_id=0,
+                              sliding_window=window, layer_types=["sliding_attention", "full_attention"])
+    return Gemma3ForCausalLM(config).eval().requires_grad_(False)
+
+
+def test_sliding_window_model_shares_only_what_fits_in_the_window():
+    ids, mask, labels = batch([4, 9, 2], [2, 3, 1], side="left")           # 12 columns
+    wide = DeptModel(tiny_gemma(64), dept_config("causal", m=5, r=3, s=16))
+    randomise(wide)
+    wide.train()
+    assert_same(wide, ids, mask, labels=labels)                            # 5 + 12 < 64: shared, exact
+    narrow = DeptModel(tiny_gemma(8), dept_config("causal", m=5, r=3, s=16))
+    assert not narrow.uses_shared_prefix(width=ids.shape[1])               # 5 + 12 >= 8: laid-out rows
+    assert narrow(ids, mask, labels=labels).logits.shape[1] == 5 + ids.shape[1]
+
+
+def test_activation_checkpointing_falls_back_and_says_so_once(caplog):
+    model = tiny_dept("causal", m=4, r=2, s=16).train()
+    ids, mask, labels = batch([4, 6], [2, 2])
+    model.base_model.activation_checkpointing_enable()
+    with caplog.at_level("WARNING", logger="dept.prefix"):
+        for _ in range(2):
+            out = model(ids, mask, labels=labels)
+    assert out.logits.shape[1] == 4 + ids.shape[1]                         # the laid-out rows
+    said = [r for r in caplog.records if "does not share the soft prompt" in r.getMessage()]
+    assert len(said) == 1 and "checkpointing" in said[0].getMessage()

@@ -58,8 +58,7 @@ class DeptModel(nn.Module):
         self._keeps_logits = "logits_to_keep" in accepted
         # Decoder-only: run each adapter's prompt once per batch, not once per row (prefix.py).
         self.share_prefix = share_prefix
-        self._prefix_unsupported = (prefix.unsupported_reason(base_model) if self.family.name == "causal"
-                                    else "its encoder is bidirectional")
+        self._prefix_unsupported = prefix.unsupported_reason(base_model) if self.family.name == "causal" else None
         self.prompt_cache = prefix.PromptCache()   # prompt KV kept between no-grad calls
         if config is not None:
             self.add_adapter(adapter_name, config)
@@ -255,18 +254,14 @@ class DeptModel(nn.Module):
                 update = update.index_copy(0, index, F.embedding(pos, padded_table).to(embeds.dtype))
         return prompts, embeds + update
 
-    def uses_shared_prefix(self, adapter_names: Sequence[str] | None = None, **base_kwargs) -> bool:
-        """Whether this call runs the prompts once per adapter (exact; decoder-only only)."""
+    def uses_shared_prefix(self, adapter_names: Sequence[str] | None = None, width: int = 0,
+                           **base_kwargs) -> bool:
+        """Whether a call on inputs `width` columns wide runs the prompts once per adapter (prefix.py)."""
         if not self.share_prefix or self.family.name != "causal" or prefix.has_cache(base_kwargs):
             return False
-        reason = self._prefix_unsupported or (
-            "activation checkpointing re-runs layers" if self.training and prefix.checkpointing(self.base_model)
-            else None)
-        if reason is not None:
-            prefix.warn_unsupported_once(self.base_model, reason)
-            return False
         names = set(adapter_names) if adapter_names is not None else {self.active_adapter}
-        return any(self.dept_adapters[a].prompt_length for a in names if a in self.dept_adapters)
+        M = max((self.dept_adapters[a].prompt_length for a in names if a in self.dept_adapters), default=0)
+        return prefix.can_share(self.base_model, self._prefix_unsupported, M, width, training=self.training)
 
     def _handle_overflow(self, overflow: Tensor, source: Tensor, row_adapters: list[str]) -> None:
         for row in overflow.any(dim=1).nonzero().flatten().tolist():
@@ -285,7 +280,7 @@ class DeptModel(nn.Module):
         labels as usual; decoder-only labels are (B, T) aligned with input_ids (-100 on the
         source); encoder labels are (B,) class indices or float scores. token_type_ids (a BERT
         tokenizer's segments) are laid out with the prompt, so `model(**tokenizer(...))` works."""
-        shared = self.uses_shared_prefix(adapter_names, **base_kwargs)
+        shared = self.uses_shared_prefix(adapter_names, input_ids.shape[1], **base_kwargs)
         prepared = self.prepare_inputs(input_ids, attention_mask, labels=labels, source_mask=source_mask,
                                        adapter_names=adapter_names, token_type_ids=token_type_ids, shared=shared)
         row_adapters = prepared.pop("row_adapters")
@@ -352,7 +347,8 @@ class DeptModel(nn.Module):
               *, source_mask: Tensor | None = None, adapter_names: Sequence[str] | None = None) -> Tensor:
         """(B,) summed log-likelihood of each row's labelled target tokens: rank classification."""
         prepared = self.prepare_inputs(input_ids, attention_mask, labels=labels, source_mask=source_mask,
-                                       adapter_names=adapter_names, shared=self.uses_shared_prefix(adapter_names))
+                                       adapter_names=adapter_names,
+                                       shared=self.uses_shared_prefix(adapter_names, input_ids.shape[1]))
         prepared.pop("row_adapters")
         return scoring.score_targets(self.base_model, prepared, labels, labels_in_input=self.family.labels_in_input,
                                      keeps_logits=self._keeps_logits)
@@ -367,7 +363,7 @@ class DeptModel(nn.Module):
             raise ValueError(f"{self.family.name} models classify with their head; nothing to score")
         prepared = self.prepare_inputs(input_ids, attention_mask, adapter_names=adapter_names,
                                        left_pad=True if self.family.labels_in_input else None,
-                                       shared=self.uses_shared_prefix(adapter_names))
+                                       shared=self.uses_shared_prefix(adapter_names, input_ids.shape[1]))
         prepared.pop("row_adapters")
         return scoring.score_candidates(self.base_model, prepared, candidates,
                                         labels_in_input=self.family.labels_in_input,
@@ -381,9 +377,10 @@ class DeptModel(nn.Module):
         decoder's start token, as Hugging Face's generate returns them."""
         if not self.family.generates:
             raise ValueError(f"{self.family.name} models classify; they do not generate")
+        new_tokens = generate_kwargs.get("max_new_tokens") or 2**31  # for a sliding window's bound
         prepared = self.prepare_inputs(input_ids, attention_mask, adapter_names=adapter_names,
                                        left_pad=True if self.family.labels_in_input else None,
-                                       shared=self.uses_shared_prefix(adapter_names))
+                                       shared=self.uses_shared_prefix(adapter_names, input_ids.shape[1] + new_tokens))
         prepared.pop("row_adapters")
         prepared.pop("position_ids", None)  # generate() derives them from the attention mask
         prefix.embeds_for_generate(prepared)

@@ -43,13 +43,22 @@ def unsupported_reason(base: nn.Module) -> str | None:
         return "its forward takes no position_ids, so input positions cannot continue after the prompt"
     if "cache" not in accepted and "past_key_values" not in accepted:
         return "its forward takes no KV cache"
-    config = base.config.get_text_config(decoder=True) if hasattr(base.config, "get_text_config") else base.config
-    # Sliding-window and linear-attention layers do not keep every key: a cache padded to M
-    # columns would change which prompt keys a token sees.
-    kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
-    if kinds != {"full_attention"} or getattr(config, "sliding_window", None):
-        return f"its layers are {sorted(kinds)} / sliding_window={getattr(config, 'sliding_window', None)}"
+    # Linear-attention and state-space layers keep no per-token keys to cache.
+    kinds = set(getattr(_text_config(base), "layer_types", None) or ["full_attention"])
+    if not kinds <= {"full_attention", "sliding_attention"}:
+        return f"its layers are {sorted(kinds)}"
     return None
+
+
+def _text_config(base: nn.Module):
+    return base.config.get_text_config(decoder=True) if hasattr(base.config, "get_text_config") else base.config
+
+
+def sliding_window(base: nn.Module) -> int | None:
+    """The attention window, if any layer has one. Windows are counted in cache columns, and the
+    shared layout has other columns than the laid-out row (pads sit between prompt and input),
+    so the prompt is shared only while a whole row, M + T columns, fits inside the window."""
+    return getattr(_text_config(base), "sliding_window", None) or None
 
 
 def checkpointing(base: nn.Module) -> bool:
@@ -176,11 +185,23 @@ def shared_prefix_inputs(base: nn.Module, packed: dict[str, Tensor], prompts: di
     return out
 
 
+def can_share(base: nn.Module, unsupported: str | None, M: int, width: int, *, training: bool) -> bool:
+    """Share the prompt of a batch whose longest prompt is M, inputs `width` columns wide?
+    `unsupported`: unsupported_reason(base), worked out once; said once in the log."""
+    reason = unsupported or ("activation checkpointing re-runs layers" if training and checkpointing(base)
+                             else None)
+    if reason is not None:
+        warn_unsupported_once(base, reason)
+        return False
+    window = sliding_window(base)
+    return M > 0 and (window is None or M + width < window)
+
+
 def warn_unsupported_once(base: nn.Module, reason: str, _seen: set = set()) -> None:  # noqa: B006
-    """Say once per model class why the prompt is not shared."""
+    """Say once per model class and reason why the prompt is not shared."""
     name = type(base).__name__
-    if name not in _seen:
-        _seen.add(name)
+    if (name, reason) not in _seen:
+        _seen.add((name, reason))
         logger.warning("dept: %s does not share the soft prompt across the batch (%s); "
                        "running the full laid-out sequence instead", name, reason)
 
