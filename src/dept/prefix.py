@@ -164,7 +164,7 @@ def shared_prefix_inputs(base: nn.Module, packed: dict[str, Tensor], prompts: di
 
     packed: the input laid out without prompts (inputs_embeds (B, T', d), attention_mask and
     position_ids (B, T') from 0, labels). prompts: adapter -> its prompt (m, d) or None.
-    `store` is used only when no gradient is recorded (evaluation); training recomputes."""
+    `store` is used only in eval mode with no gradient recorded; training recomputes."""
     B = packed["inputs_embeds"].shape[0]
     dtype = packed["inputs_embeds"].dtype
     lengths = {name: (0 if p is None else p.shape[0]) for name, p in prompts.items()}
@@ -172,7 +172,7 @@ def shared_prefix_inputs(base: nn.Module, packed: dict[str, Tensor], prompts: di
     for name, prompt in prompts.items():
         if prompt is None or prompt.shape[0] == 0:
             continue
-        if store is not None and not torch.is_grad_enabled():
+        if store is not None and not torch.is_grad_enabled() and not base.training:
             kvs[name] = store.get(base, name, prompt, dtype)
         else:
             kvs[name] = prompt_kv(base, prompt.to(dtype).unsqueeze(0))
