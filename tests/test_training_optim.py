@@ -190,3 +190,8 @@ def test_accumulation_gives_the_large_batch_update(llama_dir, tmp_path, task):
     losses = [[r["loss"] for r in read_jsonl(tmp_path / run / "metrics.jsonl") if "loss" in r]
               for run in ("b8", "b4x2")]
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_no_share_prefix_reaches_the_model(llama_dir):
+    assert built(llama_dir)[0].share_prefix is True
+    assert built(llama_dir, no_share_prefix=True)[0].share_prefix is False

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..scoring import cache_argument
+from ..scoring import cache_argument, output_cache
 
 
 @dataclass
@@ -85,7 +85,7 @@ def generate_rows(model, rows: list[Row], pad_id: int, on_done: Callable[[Row], 
                                         left_pad=True)
         prepared.pop("row_adapters")
     out = base(**prepared, use_cache=True)
-    cache, mask = out.past_key_values, prepared["attention_mask"]                           # (B, N)
+    cache, mask = output_cache(out), prepared["attention_mask"]                           # (B, N)
     position = mask.sum(dim=1, keepdim=True)                                                 # (B, 1) next position
     live = list(range(len(rows)))
     logits = out.logits[:, -1]                                                               # (B, V)
@@ -114,4 +114,4 @@ def generate_rows(model, rows: list[Row], pad_id: int, on_done: Callable[[Row], 
         step = torch.tensor(tokens, device=device).unsqueeze(1)                              # (B', 1)
         out = base(input_ids=step, attention_mask=mask, position_ids=position, use_cache=True,
                    **cache_argument(base, cache))
-        cache, position, logits = out.past_key_values, position + 1, out.logits[:, -1]
+        cache, position, logits = output_cache(out), position + 1, out.logits[:, -1]

@@ -121,7 +121,7 @@ def build_model(options: TrainOptions, num_labels: int | None, task_meta: dict):
 
     if options.method in ("dept", "pt"):
         base, tokenizer, family = load_base(options.model_name_or_path)
-        model = DeptModel(base, tokenizer=tokenizer, family=family.name)
+        model = DeptModel(base, tokenizer=tokenizer, family=family.name, share_prefix=not options.no_share_prefix)
         if options.init_from:
             adapter = model.load_adapter(options.init_from)  # transfer: the source task's adapter
             adapter.config.task = task_meta

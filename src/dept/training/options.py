@@ -105,6 +105,8 @@ class TrainOptions:
                                            minimum=1)
     per_device_eval_batch_size: int = opt(32, "evaluation batch per process", "eval_batch_size", minimum=1)
     gradient_accumulation_steps: int = opt(1, "micro-batches per optimiser step", minimum=1)
+    no_share_prefix: bool = opt(False, "decoder-only models: run the soft prompt in every row instead of once "
+                                "per batch as a shared KV cache (the same numbers, slower; for comparison)")
     mixed_precision: str = opt("auto", "auto (bf16 on CUDA where supported, else fp32), no, bf16, fp16",
                                choices=("auto", "no", "bf16", "fp16"))
     seed: int = opt(42, "seed for initialisation, data order and k-shot sampling")
