@@ -142,6 +142,31 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(results: dict, path: Path) -> None:
+    """Throughput and median latency against concurrency, classification with 16 adapters, per server."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_rps, ax_lat) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for server, cells in results["cells"].items():
+        rows = sorted((c["concurrency"], c["requests_per_s"], c["p50_ms"]) for c in cells
+                      if c["kind"] == "classify" and c["adapters"] == 16)
+        if rows:
+            ax_rps.plot([r[0] for r in rows], [r[1] for r in rows], marker="o", label=server)
+            ax_lat.plot([r[0] for r in rows], [r[2] for r in rows], marker="o", label=server)
+    ax_rps.set(xlabel="concurrent clients", ylabel="requests/s", title="Classification throughput, 16 adapters")
+    ax_lat.set(xlabel="concurrent clients", ylabel="p50 latency (ms)", title="Median latency", yscale="log")
+    for ax in (ax_rps, ax_lat):
+        ax.set_xscale("log", base=2)
+        ax.grid(alpha=0.3)
+    ax_rps.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def ratios(cells: dict) -> dict:
     def rps(server, kind, c, a):
         found = [x for x in cells.get(server, []) if (x["kind"], x["concurrency"], x["adapters"]) == (kind, c, a)]
@@ -200,6 +225,7 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results"
     (out / f"serving-{mode}.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / f"serving-{mode}.md").write_text(report(results))
+    plot(results, ROOT / "docs" / "img" / f"serving_{mode}.png")
     print(report(results))
 
 
