@@ -31,6 +31,7 @@ from .adapter import DeptAdapter
 from .config import DeptConfig
 from .errors import UserError
 from .families import Family, get_family
+from .head import head_logits, head_loss
 from .layout import insert_prompts, real_token_positions
 from .pretrained import load_base
 from .scoring import target_window
@@ -313,32 +314,9 @@ class DeptModel(nn.Module):
     def _encoder_forward(self, prepared: dict[str, Tensor], labels: Tensor | None,
                          row_adapters: list[str], **base_kwargs) -> SequenceClassifierOutput:
         hidden = self.base_model(**prepared, **base_kwargs).last_hidden_state  # (B, N, d)
-        # Mean over the input's own tokens, not the prompt's: with m prompt slots and a short
-        # sentence the prompt would otherwise dominate the average (and sentence encoders
-        # such as MiniLM were trained pooling their tokens). Encoders are laid out
-        # [CLS][prompt][rest][pads], so row b's prompt is columns offset .. offset + m_b.
-        offset = self.family.prompt_offset
-        m_rows = torch.tensor([self.dept_adapters[a].prompt_length for a in row_adapters],
-                              device=hidden.device).unsqueeze(1)                # (B, 1)
-        cols = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)  # (1, N)
-        in_prompt = (cols >= offset) & (cols < offset + m_rows)
-        mask = (prepared["attention_mask"].bool() & ~in_prompt).unsqueeze(-1).to(hidden.dtype)  # (B, N, 1)
-        pooled_mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)        # (B, d)
-        logits_by_row: list[Tensor | None] = [None] * hidden.shape[0]
-        for name, rows in self._groups(row_adapters).items():
-            adapter = self.dept_adapters[name]
-            pooled = hidden[rows, 0] if adapter.config.head_pooling == "cls" else pooled_mean[rows]
-            for row, logit in zip(rows, adapter.head(pooled.to(adapter.head.weight.dtype))):
-                logits_by_row[row] = logit
-        if len({t.shape[0] for t in logits_by_row}) > 1:
-            raise ValueError("a mixed batch of encoder adapters needs the same num_labels in every row")
-        logits = torch.stack(logits_by_row)                                    # (B, num_labels)
-        loss = None
-        if labels is not None:
-            if logits.shape[-1] == 1:
-                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-            else:
-                loss = F.cross_entropy(logits, labels.long())
+        logits = head_logits(hidden, prepared["attention_mask"], row_adapters, self.dept_adapters,
+                             self.family.prompt_offset)                          # (B, num_labels)
+        loss = head_loss(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     # ----- scoring (scoring.py does the arithmetic) -------------------------------------
