@@ -2,6 +2,7 @@
 
     python benchmarks/efficiency.py --quick   # T5-small s=128/256, SmolLM2 s=128, SST-2 padding; < 10 min
     python benchmarks/efficiency.py --full    # + T5-base, SmolLM2 s=256, RTE padding; about an hour
+    python benchmarks/efficiency.py --prefix quick|full   # the shared prefix alone (_prefix.py)
 
 Per (model, s): training step time (forward, backward, AdamW step), peak training memory,
 and inference throughput (greedy generation of 3 tokens; rank classification of 2
@@ -10,7 +11,8 @@ thread count, interleaved round-robin, medians over repeats. Peak memory is the 
 live tensor bytes during a step (`_common.peak_tensor_mb`); full mode adds peak RSS in a
 fresh process per configuration (`_common.rss_child`). Then dynamic padding against
 pad-to-256 on real SST-2 / RTE dev batches. Writes benchmarks/results/efficiency-<mode>.json
-and .md and docs/img/efficiency_<model>.png.
+and .md and docs/img/efficiency_<model>.png. Both modes end with the shared prefix against
+the laid-out rows on SmolLM2 (`_prefix.py`), written to prefix-<mode>.json and .md.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the helpers beside this file
 import _common as C  # noqa: E402
+import _prefix  # noqa: E402
 import _report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,76 +127,48 @@ def measure_run(source: str, model: str, s: int, batch_size: int, mode: Mode, th
     return out
 
 
-PREFIX_SETUPS = (("PT", 100, True), ("DePT m=40", 40, False), ("DePT m=60", 60, False))
-"""(name, m, rank 0?) for the shared-prefix comparison; DePT's r comes from the budget l = 100."""
+PREFIX_MODES = {
+    "quick": dict(cells=[_prefix.Cell("SST-2", 8), _prefix.Cell("RTE", 8)], repeats=3),
+    "full": dict(cells=[_prefix.Cell(lengths, b) for b in (8, 32) for lengths in ("SST-2", "RTE", "s=128")],
+                 repeats=3),
+}
+"""The shared-prefix cells of each mode (SmolLM2; real dev lengths need --data-dir)."""
 
 
-def measure_prefix(batch_size: int = 8, s: int = 128, repeats: int = 5, warmup: int = 1) -> dict:
-    """The shared prefix against the laid-out rows on SmolLM2 at SST-2 lengths: training step
-    (forward with trim_logits, backward, AdamW) and rank classification of 2 candidates, the
-    persistent prompt cache warm; floors: the frozen base on the input tokens alone."""
-    from statistics import median
-
-    from dept.budget import solve_budget
-    from dept.config import DeptConfig
-    from dept.model import DeptModel
-
+def run_prefix(name: str, args) -> dict:
+    """The shared prefix against the laid-out rows and the floors; writes prefix-<name>.{json,md}."""
+    started = time.perf_counter()
+    mode = PREFIX_MODES[name]
+    cells = [c for c in mode["cells"] if c.lengths == "s=128" or args.data_dir.is_dir()]
+    if len(cells) < len(mode["cells"]):
+        print(f"no data at {args.data_dir} (set --data-dir or DEPT_SHARED_DATA): real-length cells skipped")
     base, _, _, tokenizer = C.load_model(C.SMOLLM2)
-    d, vocab = base.get_input_embeddings().embedding_dim, base.config.vocab_size
-    batch = C.sst2_like_batch(batch_size, vocab)
-    sources = (batch[0][:, :-2], batch[1][:, :-2], None)       # rank classification: sources alone
-    candidates = [[5, 2], [7, 2]]
-    runners = {}
-    for name, m, pt in PREFIX_SETUPS:
-        r = 0 if pt else solve_budget(100, s, d, prompt_length=m).rank
-        model = DeptModel(base, DeptConfig(prompt_length=m, rank=r, max_length=s, prompt_init="random"),
-                          tokenizer=tokenizer)
-        with torch.no_grad():  # B = 0 at init; a trained-looking update costs the same and is not a no-op
-            for _, _, p in model.dept_adapters["default"].adapter_params():
-                p.add_(torch.randn_like(p) * 1e-3)
-        runners[name] = (C.PrefixRunner(model), m, r)
-    floor = next(iter(runners.values()))[0]
-    fns = {"floor": partial(floor.floor_train, batch)}
-    for name, (runner, _, _) in runners.items():
-        fns[f"{name} shared"] = partial(runner.train_step, batch, True)
-        fns[f"{name} laid-out"] = partial(runner.train_step, batch, False)
-    step = C.time_interleaved(fns, warmup, repeats)
-    with torch.no_grad():
-        fns = {"floor": partial(floor.floor_rank, sources, candidates)}
-        for name, (runner, _, _) in runners.items():
-            fns[f"{name} shared"] = partial(runner.rank, sources, True, candidates)
-            fns[f"{name} laid-out"] = partial(runner.rank, sources, False, candidates)
-        rank = C.time_interleaved(fns, warmup, repeats)
-    out = {"model": C.SMOLLM2, "s": s, "batch_size": batch_size, "tokens_per_row": float(batch[1].sum(1).float().mean()),
-           "repeats": repeats, "floor_step_s": step["floor"], "floor_rank_s": rank["floor"], "configs": {}}
-    for name, (_, m, r) in runners.items():
-        st, su = median(step[f"{name} shared"]), median(step[f"{name} laid-out"])
-        rs, ru = median(rank[f"{name} shared"]), median(rank[f"{name} laid-out"])
-        out["configs"][name] = {
-            "m": m, "r": r, "step_shared_s": step[f"{name} shared"], "step_laid_out_s": step[f"{name} laid-out"],
-            "rank_shared_s": rank[f"{name} shared"], "rank_laid_out_s": rank[f"{name} laid-out"],
-            "step_ratio": st / su, "step_vs_floor": st / median(step["floor"]),
-            "eval_examples_per_s_shared": batch_size / rs, "eval_examples_per_s_laid_out": batch_size / ru,
-            "eval_time_vs_floor": rs / median(rank["floor"]), "eval_ratio": rs / ru}
-    return out
-
-
-def prefix_markdown(result: dict) -> str:
-    lines = [f"# Shared prefix vs laid-out rows ({result['model']}, batch {result['batch_size']}, "
-             f"~{result['tokens_per_row']:.0f} tokens per row, s={result['s']}, medians of {result['repeats']})", "",
-             "| config | m | r | step shared (s) | step laid-out (s) | shared / laid-out | "
-             "eval ex/s shared (cached) | eval ex/s laid-out | eval time / floor |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    from statistics import median
-    for name, c in result["configs"].items():
-        lines.append(f"| {name} | {c['m']} | {c['r']} | {median(c['step_shared_s']):.3f} | "
-                     f"{median(c['step_laid_out_s']):.3f} | {c['step_ratio']:.2f} | "
-                     f"{c['eval_examples_per_s_shared']:.1f} | {c['eval_examples_per_s_laid_out']:.1f} | "
-                     f"{c['eval_time_vs_floor']:.2f} |")
-    lines += ["", f"Floor (frozen model on the input tokens alone): training step "
-              f"{median(result['floor_step_s']):.3f} s, evaluation "
-              f"{result['batch_size'] / median(result['floor_rank_s']):.1f} examples/s."]
-    return "\n".join(lines) + "\n"
+    runners = _prefix.build_runners(base, tokenizer)
+    result = {"mode": name, "model": C.SMOLLM2, "command": f"python benchmarks/efficiency.py --prefix {name}",
+              "machine": machine(args.threads), "repeats": mode["repeats"],
+              "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cells": []}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = args.out_dir / f"prefix-{name}.json"
+    for cell in cells:
+        print(f"[{time.perf_counter() - started:6.0f}s] prefix: {cell.lengths} lengths, batch {cell.batch_size}",
+              flush=True)
+        result["cells"].append(_prefix.measure_cell(base, tokenizer, runners, cell, args.data_dir, mode["repeats"]))
+        json_path.write_text(json.dumps(result, indent=1))  # partial results survive a crash
+    first = cells[0]
+    batch = (_prefix.real_batches(first.lengths, first.batch_size, tokenizer, args.data_dir)
+             if first.lengths != "s=128" else _prefix.full_batches(first.batch_size, base.config.vocab_size,
+                                                                      tokenizer.eos_token_id))
+    runner = runners["DePT m=60"][0]
+    result["profile"] = {"what": f"one DePT m=60 training step, {first.lengths} lengths, batch {first.batch_size}, "
+                                 "shared prefix, against the floor step",
+                         "shared": _prefix.profile_step(partial(runner.train_step, batch, True)),
+                         "floor": _prefix.profile_step(partial(runner.floor_train, batch))}
+    result["targets"] = _prefix.targets(result["cells"])
+    result["wall_time_s"] = time.perf_counter() - started
+    json_path.write_text(json.dumps(result, indent=1))
+    (args.out_dir / f"prefix-{name}.md").write_text(_prefix.markdown(result))
+    print(_prefix.markdown(result))
+    return result
 
 
 def run_padding(source: str, tokenizer, mode: Mode, data_dir: Path) -> list[dict]:
@@ -212,8 +187,9 @@ def main(argv: list[str] | None = None) -> dict:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--quick", action="store_true", help="T5-small, SmolLM2 at s=128, SST-2 padding (< 10 min)")
     which.add_argument("--full", action="store_true", help="everything (about an hour on 2 cores)")
-    which.add_argument("--prefix", action="store_true",
-                       help="only the shared prefix vs the laid-out rows, SmolLM2 at SST-2 lengths (~3 min)")
+    which.add_argument("--prefix", choices=tuple(PREFIX_MODES), nargs="?", const="quick",
+                       help="only the shared prefix vs the laid-out rows on SmolLM2: quick (SST-2 and RTE "
+                            "lengths, batch 8; ~5 min) or full (+ s=128, batch 32; ~30 min)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, the same for every configuration")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="the shared GLUE data (for padding)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
@@ -223,15 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     C.quiet_libraries()
     if args.prefix:
-        started = time.perf_counter()
-        result = {"command": "python benchmarks/efficiency.py --prefix", "machine": machine(args.threads),
-                  "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), **measure_prefix()}
-        result["wall_time_s"] = time.perf_counter() - started
-        args.out_dir.mkdir(parents=True, exist_ok=True)
-        (args.out_dir / "prefix-quick.json").write_text(json.dumps(result, indent=1))
-        (args.out_dir / "prefix-quick.md").write_text(prefix_markdown(result))
-        print(prefix_markdown(result))
-        return result
+        return run_prefix(args.prefix, args)
     name = "full" if args.full else "quick"
     mode = MODES[name]
     started = time.perf_counter()
@@ -268,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
     for path in _report.plot(results, args.img_dir):
         print("wrote", path)
     print(f"wrote {json_path} and {md_path} in {results['wall_time_s']:.0f} s")
+    results["prefix"] = run_prefix(name, args)["targets"]
     return results
 
 
