@@ -46,6 +46,7 @@ def test_writes_adapter_results_metrics_and_curves(run, llama_dir):
     assert set(r_json["options"]) == {f.name for f in fields(TrainOptions)}
     assert r_json["options"]["max_steps"] == 6 and r_json["options"]["per_device_train_batch_size"] == 4
     assert r_json["task"] == "demo" and r_json["main_metric"] == "accuracy" and r_json["steps"] == 6
+    assert "qa_scoring" not in r_json  # only QA runs record how answers were scored
     assert r_json["train_examples"] == 480 and r_json["processes"] == 1
     assert r_json["train_seconds"] > 0 and r_json["train_examples_per_second"] > 0
     assert set(r_json["test"]) == {"accuracy"} and 0 <= r_json["test"]["accuracy"] <= 1

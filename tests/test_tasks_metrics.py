@@ -6,7 +6,15 @@ import math
 
 import pytest
 
-from dept.tasks import Example, TaskError, compute_metrics, main_metric
+from dept.tasks import (
+    QA_SCORINGS,
+    Example,
+    TaskError,
+    compute_metrics,
+    get_task,
+    main_metric,
+    qa_scoring_for,
+)
 
 
 def cls(*labels, groups=None):
@@ -32,6 +40,7 @@ def test_f1_and_accuracy_binary_with_invalid_as_opposite_label():
     # TP=1, FP=1, FN=2 -> precision 1/2, recall 1/3, F1 = 2*(1/6)/(5/6) = 0.4; accuracy 2/5
     got = compute_metrics("mrpc", ["equivalent", "not_equivalent", "1", "0", "??"], examples)
     assert got == pytest.approx({"f1": 0.4, "accuracy": 0.4})
+    assert list(got) == ["accuracy", "f1"]  # the main metric is reported first
     # "??" on a gold 0 becomes a 1: a false positive. TP=1, FP=1, FN=0 -> F1 = 2/3
     got = compute_metrics("qqp", ["duplicate", "??"], cls(1, 0))
     assert got == pytest.approx({"f1": 2 / 3, "accuracy": 0.5})
@@ -89,10 +98,61 @@ def test_squad_em_and_f1_best_over_answers():
     assert got == pytest.approx({"em": 1 / 3, "f1": (1 + 2 / 3 + 0) / 3})
 
 
-def test_main_metric_and_length_checks():
-    assert [main_metric(t) for t in ("cola", "mrpc", "stsb", "cb", "multirc", "squad", "sst-2")] == [
-        "matthews_correlation", "f1", "pearson", "f1_macro", "f1", "f1", "accuracy"]
+# The reference's TASK_TO_METRICS (ZhengxiangShi/DePT src/metrics.py) in our metric names
+# (its f1_multiclass is our f1_macro, its spearmanr our spearman); train.py selects
+# checkpoints by the first entry.
+REFERENCE_METRICS = {
+    "mrpc": ["accuracy", "f1"], "qqp": ["accuracy", "f1"], "cola": ["matthews_correlation"],
+    "stsb": ["pearson", "spearman"], "sst2": ["accuracy"], "mnli": ["accuracy"], "qnli": ["accuracy"],
+    "rte": ["accuracy"], "boolq": ["accuracy"], "superglue-rte": ["accuracy"], "cb": ["f1_macro", "accuracy"],
+    "copa": ["accuracy"], "multirc": ["f1", "em"], "wic": ["accuracy"], "wsc": ["accuracy"],
+    "squad": ["em", "f1"], "naturalquestions": ["em", "f1"], "hotpotqa": ["em", "f1"], "searchqa": ["em", "f1"],
+    "newsqa": ["em", "f1"], "winogrande": ["accuracy"], "scitail": ["accuracy"], "yelp_polarity": ["accuracy"],
+    "paws": ["accuracy"],
+}
+
+
+@pytest.mark.parametrize("task", sorted(REFERENCE_METRICS))
+def test_main_metric_and_metric_order_follow_the_reference(task):
+    assert list(get_task(task).metrics) == REFERENCE_METRICS[task]
+    assert main_metric(task) == REFERENCE_METRICS[task][0]
+
+
+def test_length_checks():
     with pytest.raises(TaskError, match="2 predictions for 1 examples"):
         compute_metrics("rte", ["0", "1"], cls(0))
     with pytest.raises(TaskError, match="no examples"):
         compute_metrics("rte", [], [])
+
+
+def qa_example(*answers):
+    # As the templates build it: the target (and label) is the first gold answer.
+    return Example("q", answers[0], answers[0], answers=answers)
+
+
+def test_qa_first_answer_scoring_ignores_the_other_gold_answers():
+    examples = [qa_example("Paris", "the city of Paris"), qa_example("1850", "in 1850"),
+                qa_example("blue", "navy blue")]
+    predictions = ["city of Paris", "1850", "red"]
+    # all-answers (MRQA): 1 matches its second answer exactly (articles dropped), 2 its first,
+    # 3 none -> EM 2/3, F1 (1 + 1 + 0) / 3
+    assert compute_metrics("squad", predictions, examples, qa_scoring="all-answers") == pytest.approx(
+        {"em": 2 / 3, "f1": 2 / 3})
+    # first-answer (reference): 1 is "city of paris" vs "paris": EM 0, precision 1/3, recall 1
+    # -> F1 1/2; 2 EM 1, F1 1; 3 EM 0, F1 0 -> EM 1/3, F1 (1/2 + 1 + 0) / 3
+    got = compute_metrics("squad", predictions, examples, qa_scoring="first-answer")
+    assert got == pytest.approx({"em": 1 / 3, "f1": (1 / 2 + 1) / 3})
+    assert list(got) == ["em", "f1"]
+    # without a choice, the MRQA standard
+    assert compute_metrics("squad", predictions, examples) == pytest.approx({"em": 2 / 3, "f1": 2 / 3})
+    with pytest.raises(TaskError, match="qa_scoring must be one of"):
+        compute_metrics("squad", predictions, examples, qa_scoring="best")
+
+
+def test_qa_scoring_follows_the_protocol_and_only_for_qa():
+    assert QA_SCORINGS == ("all-answers", "first-answer")
+    assert [qa_scoring_for(t, "paper") for t in ("squad", "nq", "newsqa")] == ["first-answer"] * 3
+    assert qa_scoring_for("hotpotqa", "official") == "all-answers"
+    assert qa_scoring_for("mrpc", "paper") is None and qa_scoring_for("multirc", "official") is None
+    with pytest.raises(TaskError, match="protocol must be one of"):
+        qa_scoring_for("squad", "mrqa")

@@ -23,7 +23,8 @@ class EvalOptions:
     split: str = opt("validation", "which split to score", choices=SPLITS)
     test_file: str | None = opt(None, "an adapter of your own task: score this file (.csv, .tsv, .jsonl, .json, "
                                 ".parquet), read with the adapter's template and labels")
-    protocol: str | None = opt(None, "split protocol (default: the adapter's)", choices=PROTOCOLS)
+    protocol: str | None = opt(None, "split protocol, which also picks QA scoring: paper: first gold answer, "
+                               "official: all (default: the adapter's)", choices=PROTOCOLS)
     split_seed: int | None = opt(None, "seed of the paper's split protocol (default: the adapter's), so "
                                  "validation is the split training held out", "seed")
     decoder: str | None = opt(None, "how answers are read (default: the adapter's)", choices=DECODERS)
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..evaluation import evaluate
     from ..inference import load_trained
-    from ..tasks import load_task
+    from ..tasks import load_task, qa_scoring_for
 
     options = options_from_args(args, EvalOptions)
     loaded = load_trained(options.adapter, options.model_name_or_path)
@@ -73,9 +74,10 @@ def run(args: argparse.Namespace) -> int:
     if options.max_eval_samples:
         examples = examples[:options.max_eval_samples]
     decoder = options.decoder or meta.decoder
+    qa_scoring = qa_scoring_for(task, options.protocol or meta.protocol)
     metrics = evaluate(loaded.model, loaded.collator, task, examples, decoder=decoder,
                        target_words=meta.target_words, batch_size=options.per_device_eval_batch_size,
-                       max_new_tokens=options.max_new_tokens)
+                       max_new_tokens=options.max_new_tokens, qa_scoring=qa_scoring)
     print(json.dumps({"task": task, "split": split, "examples": len(examples), "decoder": decoder,
-                      **metrics}))
+                      **({"qa_scoring": qa_scoring} if qa_scoring else {}), **metrics}))
     return 0

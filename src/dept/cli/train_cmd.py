@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     options = options_from_args(args, TrainOptions)
     results = train(options)
     if results:
-        summary = {k: results[k] for k in ("task", "main_metric", "best_step", "test", "trainable_params",
-                                           "train_seconds") if k in results}
+        summary = {k: results[k] for k in ("task", "main_metric", "qa_scoring", "best_step", "test",
+                                           "trainable_params", "train_seconds") if k in results}
         summary["validation_before"] = results.get("before_training")
         summary["validation_best"] = results.get("best_validation")
         print(json.dumps(summary, indent=2))

@@ -9,13 +9,14 @@ See docs/tasks.md for the tasks, file layouts and split protocols.
 from dept.tasks.api import candidate_targets, load_task
 from dept.tasks.errors import TaskDataError, TaskError
 from dept.tasks.meta import DECODERS, TaskMeta
-from dept.tasks.metrics import compute_metrics, main_metric
+from dept.tasks.metrics import QA_SCORINGS, compute_metrics, main_metric, qa_scoring_for
 from dept.tasks.records import Example
 from dept.tasks.registry import TASKS, HubSource, TaskSpec, get_task, register_task
 from dept.tasks.sources import find_tasks
 
 __all__ = [
     "DECODERS",
+    "QA_SCORINGS",
     "TaskMeta",
     "TASKS",
     "Example",
@@ -29,5 +30,6 @@ __all__ = [
     "get_task",
     "load_task",
     "main_metric",
+    "qa_scoring_for",
     "register_task",
 ]

@@ -28,7 +28,7 @@ class TaskMeta:
     decoder: str = "rank"
     """How answers are read (DECODERS)."""
     protocol: str = "paper"
-    """How splits were built (PROTOCOLS)."""
+    """How splits were built (PROTOCOLS); it also picks how QA answers are scored (tasks.metrics)."""
     split_seed: int = DEFAULT_SPLIT_SEED
     """Seed the paper-protocol validation/test splits were cut with (42, as the reference, unless
     the run said otherwise)."""

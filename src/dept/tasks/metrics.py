@@ -18,6 +18,11 @@ it is scored as wrong:
 
 All values are fractions (0..1; correlations -1..1), not percentages. STS-B is
 scored against the exact gold score, not its rounded target text.
+
+Extractive QA is scored one of two ways (QA_SCORINGS), chosen by the split protocol:
+"all-answers", the MRQA / SQuAD v1.1 standard, takes the best EM and F1 over every gold
+answer; "first-answer" compares with the first gold answer only, as the reference code
+does (its target is answers[0]), so the paper's QA numbers are first-answer numbers.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 from dept.tasks.errors import TaskError
 from dept.tasks.records import Example
 from dept.tasks.registry import TaskSpec, get_task
+from dept.tasks.splits import PROTOCOLS
 
 
 def _clean(prediction: Any) -> str | None:
@@ -72,6 +78,8 @@ def _classification(spec: TaskSpec, predictions: Sequence[Any], examples: Sequen
     labels = list(range(spec.num_classes))
     scores = {
         "accuracy": lambda: accuracy_score(gold, pred),
+        # MultiRC's "f1" is this too, over every answer option pooled: F1a, the reference's
+        # multirc_f1_over_all_answers (an invalid prediction counted as the opposite label).
         "f1": lambda: f1_score(gold, pred, pos_label=1, average="binary", zero_division=0),
         "f1_macro": lambda: f1_score(gold, pred, labels=labels, average="macro", zero_division=0),
         "matthews_correlation": lambda: matthews_corrcoef(gold, pred),
@@ -122,21 +130,46 @@ def _token_f1(prediction: str, answer: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _extractive_qa(spec: TaskSpec, predictions: Sequence[Any], examples: Sequence[Example]) -> dict:
-    # SQuAD v1.1's evaluate script: the best score over the gold answers, averaged.
+ALL_ANSWERS, FIRST_ANSWER = "all-answers", "first-answer"
+QA_SCORINGS = (ALL_ANSWERS, FIRST_ANSWER)
+# Which scoring each split protocol uses: the paper's protocol reproduces the reference's
+# numbers; the official one keeps the MRQA standard.
+QA_SCORING_BY_PROTOCOL = {"paper": FIRST_ANSWER, "official": ALL_ANSWERS}
+assert set(QA_SCORING_BY_PROTOCOL) == set(PROTOCOLS)
+
+
+def qa_scoring_for(name: str, protocol: str) -> str | None:
+    """How a run under `protocol` scores the task's answers; None for a task that is not
+    extractive QA (its scores do not depend on it)."""
+    if get_task(name).kind != "extractive_qa":
+        return None
+    if protocol not in QA_SCORING_BY_PROTOCOL:
+        raise TaskError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
+    return QA_SCORING_BY_PROTOCOL[protocol]
+
+
+def _gold_answers(example: Example, qa_scoring: str) -> tuple[str, ...]:
+    answers = example.answers or (str(example.label),)
+    return answers[:1] if qa_scoring == FIRST_ANSWER else answers
+
+
+def _extractive_qa(spec: TaskSpec, predictions: Sequence[Any], examples: Sequence[Example],
+                   qa_scoring: str = ALL_ANSWERS) -> dict:
+    # SQuAD v1.1's evaluate script: the best score over the gold answers (all of them, or
+    # the first only), averaged.
     em = f1 = 0.0
     for prediction, example in zip(predictions, examples):
         text = prediction if isinstance(prediction, str) else ""
-        answers = example.answers or (str(example.label),)
+        answers = _gold_answers(example, qa_scoring)
         em += max(float(normalize_answer(text) == normalize_answer(a)) for a in answers)
         f1 += max(_token_f1(text, a) for a in answers)
     n = len(examples)
     scores = {"em": lambda: em / n, "f1": lambda: f1 / n,
-              "rougeL": lambda: _rouge_l(predictions, examples)}
+              "rougeL": lambda: _rouge_l(predictions, examples, qa_scoring)}
     return {m: float(scores[m]()) for m in spec.metrics}
 
 
-def _rouge_l(predictions: Sequence[Any], examples: Sequence[Example]) -> float:
+def _rouge_l(predictions: Sequence[Any], examples: Sequence[Example], qa_scoring: str) -> float:
     """Mean ROUGE-L F-measure (rouge-score, with stemming as its authors' default use) against
     the best-matching gold answer."""
     from rouge_score import rouge_scorer
@@ -145,20 +178,30 @@ def _rouge_l(predictions: Sequence[Any], examples: Sequence[Example]) -> float:
     total = 0.0
     for prediction, example in zip(predictions, examples):
         text = prediction if isinstance(prediction, str) else ""
-        answers = example.answers or (str(example.label),)
+        answers = _gold_answers(example, qa_scoring)
         total += max(scorer.score(a, text)["rougeL"].fmeasure for a in answers)
     return total / len(examples)
 
 
-def compute_metrics(name: str, predictions: Sequence[Any], examples: Sequence[Example]) -> dict[str, float]:
-    """The task's metrics for predictions (target-word strings) against examples."""
+def compute_metrics(name: str, predictions: Sequence[Any], examples: Sequence[Example], *,
+                    qa_scoring: str | None = None) -> dict[str, float]:
+    """The task's metrics for predictions (target-word strings) against examples, the main
+    metric first. `qa_scoring` (QA_SCORINGS; None: all-answers) applies to answer-scored
+    tasks only; a run takes it from its protocol (qa_scoring_for)."""
     spec = get_task(name)
     if len(predictions) != len(examples):
         raise TaskError(f"{len(predictions)} predictions for {len(examples)} examples")
     if not examples:
         raise TaskError("no examples to score")
-    compute = {"classification": _classification, "regression": _regression}.get(spec.kind, _extractive_qa)
-    return compute(spec, predictions, examples)
+    if qa_scoring is not None and qa_scoring not in QA_SCORINGS:
+        raise TaskError(f"qa_scoring must be one of {list(QA_SCORINGS)}, not {qa_scoring!r}")
+    if spec.kind == "classification":
+        scores = _classification(spec, predictions, examples)
+    elif spec.kind == "regression":
+        scores = _regression(spec, predictions, examples)
+    else:
+        scores = _extractive_qa(spec, predictions, examples, qa_scoring or ALL_ANSWERS)
+    return {spec.main_metric: scores[spec.main_metric], **scores}
 
 
 def main_metric(name: str) -> str:

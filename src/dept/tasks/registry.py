@@ -15,6 +15,11 @@ metrics, and how the paper builds its splits (`paper_split`):
 
 The membership of each task in "halve" / "holdout" follows the reference code's
 lists (small_datasets_without_all_splits / large_data_without_all_splits).
+
+`metrics` are in the reference's order (its TASK_TO_METRICS): the first is the main
+metric, which picks the best checkpoint and is reported first, as the reference's
+metric_for_best_model = TASK_TO_METRICS[task][0]. So MRPC and QQP select by accuracy,
+CB by macro-F1, MultiRC by F1a, STS-B by Pearson and the QA tasks by exact match.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ class TaskSpec:
     hub: HubSource | None = None  # the hub copy of the same records
     aliases: tuple[str, ...] = ()  # other names get_task accepts
     score_range: tuple[float, float] = (0.0, 5.0)  # regression: valid gold scores
-    main_metric: str = ""  # the metric to select checkpoints by; default: metrics[0]
+    main_metric: str = ""  # the metric to select checkpoints by; default: metrics[0] (a user's task sets it)
     input_template: str | None = None  # a user's task: Python format string over the record's fields
 
     def __post_init__(self) -> None:
@@ -113,7 +118,7 @@ def _mrqa(name, file_stem, aliases=()) -> TaskSpec:
     return TaskSpec(
         name, "mrqa", "extractive_qa", ("mrqa", "MRQA"),
         {"train": f"train/{file_stem}.jsonl.gz", "validation": f"dev/{file_stem}.jsonl.gz"},
-        "mrqa", QA, ("em", "f1"), "holdout", prepare="qa", main_metric="f1",
+        "mrqa", QA, ("em", "f1"), "holdout", prepare="qa",
         hub=HubSource("mrqa-workshop/mrqa", subset=file_stem), aliases=aliases,
     )  # fmt: skip
 
@@ -124,10 +129,10 @@ _SPECS = [
           ("matthews_correlation",), "halve", names=("source", "label", "mark", "sentence")),
     _glue("sst2", "SST-2", (("sentence:", "sentence"),), ("negative", "positive"), BINARY,
           ("accuracy",), "holdout"),
-    _glue("mrpc", "MRPC", PAIR, ("not_equivalent", "equivalent"), BINARY, ("f1", "accuracy"), "halve",
+    _glue("mrpc", "MRPC", PAIR, ("not_equivalent", "equivalent"), BINARY, ("accuracy", "f1"), "halve",
           columns=(("sentence1", "#1 String"), ("sentence2", "#2 String")), label_column="Quality"),
     _glue("qqp", "QQP", (("question1:", "question1"), ("question2:", "question2")),
-          ("not_duplicate", "duplicate"), BINARY, ("f1", "accuracy"), "holdout",
+          ("not_duplicate", "duplicate"), BINARY, ("accuracy", "f1"), "holdout",
           label_column="is_duplicate"),
     _glue("stsb", "STS-B", PAIR, (), {}, ("pearson", "spearman"), "halve", kind="regression",
           label_column="score"),
@@ -144,6 +149,7 @@ _SPECS = [
                config="rte", aliases=("rte-superglue",)),
     _superglue("boolq", "BoolQ", (("question:", "question"), ("passage:", "passage")),
                ("false", "true"), BOOL),
+    # CB: the reference's f1_multiclass, the unweighted mean of the 3 classes' F1, first.
     _superglue("cb", "CB", PREMISE, ("entailment", "contradiction", "neutral"),
                {"entailment": 0, "contradiction": 1, "neutral": 2}, ("f1_macro", "accuracy")),
     _superglue("copa", "COPA", (("premise:", "premise"), ("choice1:", "choice1"),
@@ -156,6 +162,8 @@ _SPECS = [
                config="wsc.fixed", aliases=("superglue-wsc.fixed", "wsc.fixed"),
                columns=(("text", "text"),) + tuple(
                    (f"span{i}_{k}", f"target.span{i}_{k}") for i in (1, 2) for k in ("index", "text"))),
+    # MultiRC: "f1" is F1a, binary F1 over every answer option pooled (the reference's
+    # multirc_f1_over_all_answers); "em" is the share of questions with all options right.
     _superglue("multirc", "MultiRC", (("question:", "question"), ("answer:", "answer"),
                                       ("paragraph:", "paragraph")),
                ("false", "true"), BINARY, ("f1", "em"), reader="multirc", prepare="multirc"),
@@ -167,7 +175,7 @@ _SPECS = [
     # ---- other suites, each in the layout of its own official download ---------------
     TaskSpec("squad", "mrqa", "extractive_qa", ("squad", "SQuAD"),
              {"train": "train-v1.1.json", "validation": "dev-v1.1.json"}, "squad", QA, ("em", "f1"),
-             "holdout", prepare="qa", main_metric="f1", hub=HubSource("rajpurkar/squad")),
+             "holdout", prepare="qa", hub=HubSource("rajpurkar/squad")),
     TaskSpec("winogrande", "other", "classification", ("winogrande_1.1", "winogrande"),
              {"train": "train_xl.jsonl", "validation": "dev.jsonl"}, "jsonl",
              # The reference labels the options option0/option1 (and, by a typo, puts

@@ -181,7 +181,8 @@ def _evaluate(run: Run, examples) -> dict[str, float]:
     meta = run.data.meta
     return evaluate(run.plain, run.collator, meta.task, examples, decoder=meta.decoder,
                     target_words=meta.target_words, batch_size=run.options.per_device_eval_batch_size,
-                    max_new_tokens=run.options.max_target_length, device=run.accelerator.device)
+                    max_new_tokens=run.options.max_target_length, device=run.accelerator.device,
+                    qa_scoring=run.data.qa_scoring)
 
 
 def _trained_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -304,6 +305,8 @@ def finish(run: Run) -> dict:
             "options": run.options.to_dict(),
             "task": data.meta.task,
             "main_metric": data.main_metric,
+            # QA runs say which answers they were scored against (their protocol's choice).
+            **({"qa_scoring": data.qa_scoring} if data.qa_scoring else {}),
             "before_training": state.before,
             "best_step": state.best_step,
             "best_validation": next((r for r in validation if r["step"] == state.best_step), None),

@@ -37,7 +37,7 @@ RESUME_MAY_DIFFER = ("output_dir", "resume", "overwrite_output_dir", "logging_st
 class TrainOptions:
     # --- what to train ---
     model_name_or_path: str = opt("smollm2-135m", "base model: hub name, local folder, or packaged alias "
-                                  "(smollm2-135m, minilm-l6)", "model")
+                                  "(smollm2-135m, gemma3-270m, minilm-l6)", "model")
     task: str = opt("demo", "task name (see `dept tasks`)", "task_name")
     data_dir: str | None = opt(None, "folder of the task's official files (suite or task folder)")
     from_hub: bool = opt(False, "load the task from the Hugging Face hub instead of data_dir")
@@ -82,7 +82,8 @@ class TrainOptions:
     max_target_length: int = opt(16, "maximum target tokens (and new tokens when evaluating by generation)",
                                  minimum=1)
     pad_to_max_length: bool = opt(False, "pad every input to max_length (reference policy; slower)")
-    protocol: str = opt("paper", "paper: the paper's splits; official: the files' own splits",
+    protocol: str = opt("paper", "paper: the paper's splits, QA scored against the first gold answer (the "
+                        "reference's); official: the files' own splits, QA against all gold answers (MRQA)",
                         choices=PROTOCOLS)
     target_words: str = opt("natural", "natural label words or the reference's label indices",
                             choices=TARGET_WORDS)

@@ -12,6 +12,7 @@ from ..tasks import (
     get_task,
     load_task,
     main_metric,
+    qa_scoring_for,
 )
 from .options import TrainOptions
 
@@ -29,6 +30,9 @@ class TaskData:
     """Classes of a classification task, 1 for regression, None for extractive QA."""
     main_metric: str
     """The validation metric that picks the best checkpoint."""
+    qa_scoring: str | None = None
+    """Extractive QA: scored against the first gold answer or all of them (from the protocol);
+    None for other tasks."""
 
 
 def custom_task(options: TrainOptions):
@@ -87,4 +91,5 @@ def load_task_data(options: TrainOptions) -> TaskData:
     num_labels = len(candidates) if candidates else (1 if spec.kind == "regression" else None)
     meta = TaskMeta(task=spec.name, target_words=options.target_words, decoder=options.decoder,
                     protocol=options.protocol, split_seed=options.split_seed)
-    return TaskData(train, validation, test, meta, num_labels, main_metric(options.task))
+    return TaskData(train, validation, test, meta, num_labels, main_metric(options.task),
+                    qa_scoring_for(spec.name, options.protocol))
