@@ -12,6 +12,7 @@ from helpers_tiny import one_thread  # noqa: F401  (autouse: one CPU thread per 
 from helpers_train import QUICK, bert_dir, dept_cli, dept_fails  # noqa: F401  (fixture)
 
 from dept.search import default_space, read_space
+from dept.training.methods import BASELINE_LR
 from dept.training.options import LOWRANK_LR_PER_RMS, PROMPT_LR_PER_RMS, TrainOptions
 
 pytest.importorskip("optuna")
@@ -91,6 +92,9 @@ def test_search_spaces_scale_with_the_embeddings(tmp_path):
     assert math.isclose(space["lora_embedding_lr"].high, LOWRANK_LR_PER_RMS * rms * 10)
     assert space["learning_rate"].log
     assert [p.name for p in default_space(TrainOptions(method="pt"), rms)] == ["learning_rate"]
+    # LoRA's body rate does not scale with the embeddings: around its own default, not the prompt's.
+    (lora,) = default_space(TrainOptions(method="lora"), rms)
+    assert (lora.name, lora.low, lora.high) == ("learning_rate", BASELINE_LR["lora"] / 10, BASELINE_LR["lora"] * 10)
 
     path = tmp_path / "space.yaml"
     path.write_text("lr: {low_rms: 0.1, high_rms: 1.0}\nr: {low: 0, high: 8}\nprompt_length: {choices: [4, 8]}\n")

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .errors import OptionError, UserError
 from .options import check_options, opt, spellings
+from .training.methods import BASELINE_LR
 from .training.options import LOWRANK_LR_PER_RMS, PROMPT_LR_PER_RMS, TrainOptions
 
 log = logging.getLogger("dept")
@@ -78,7 +79,12 @@ class Param:
 
 
 def default_space(options: TrainOptions, rms: float) -> list[Param]:
-    """The prompt rate and (for DePT with r > 0) the low-rank rate, log-uniform around their defaults."""
+    """The prompt rate and (for DePT with r > 0) the low-rank rate, log-uniform around their
+    defaults; LoRA and full fine-tuning: their body rate, which does not scale with the
+    embeddings, around its default (BASELINE_LR)."""
+    if options.method in BASELINE_LR:
+        rate = BASELINE_LR[options.method]
+        return [Param("learning_rate", rate / DEFAULT_RANGE, rate * DEFAULT_RANGE, log=True)]
     space = [Param("learning_rate", PROMPT_LR_PER_RMS * rms / DEFAULT_RANGE, PROMPT_LR_PER_RMS * rms * DEFAULT_RANGE,
                    log=True)]
     if options.method == "dept" and options.rank != 0:
