@@ -53,6 +53,17 @@ def test_writes_adapter_results_metrics_and_curves(run, llama_dir):
     assert r_json["before_training"] == {"accuracy": validation_lines(run)[0]["accuracy"]}
 
 
+def test_test_predictions_are_kept_in_split_order_and_score_as_the_results(run):
+    from dept.tasks import compute_metrics, load_task
+    from dept.training.outputs import TEST_PREDICTIONS, read_predictions
+
+    predictions = read_predictions(run / TEST_PREDICTIONS)
+    options = results(run)["options"]
+    test = load_task("demo", "test", seed=options["split_seed"])[:options["max_eval_samples"]]
+    assert len(predictions) == len(test) and set(predictions) <= {"negative", "positive"}
+    assert compute_metrics("demo", predictions, test) == results(run)["test"]
+
+
 def test_metrics_log_has_training_and_evaluation_lines(run):
     lines = read_jsonl(run / "metrics.jsonl")
     train = [x for x in lines if "loss" in x]

@@ -85,13 +85,24 @@ def evaluate(model, collator: Collator, task: str, examples: Sequence[ExampleLik
              max_new_tokens: int = 16, device=None, qa_scoring: str | None = None) -> dict[str, float]:
     """The task's metrics for `examples` (every example counts; invalid predictions are wrong).
     `qa_scoring`: extractive QA against the first or all gold answers (tasks.metrics)."""
+    return evaluate_with_predictions(model, collator, task, examples, decoder=decoder, target_words=target_words,
+                                     batch_size=batch_size, max_new_tokens=max_new_tokens, device=device,
+                                     qa_scoring=qa_scoring)[0]
+
+
+def evaluate_with_predictions(model, collator: Collator, task: str, examples: Sequence[ExampleLike], *,
+                              decoder: str = "rank", target_words: str = "natural", batch_size: int = 32,
+                              max_new_tokens: int = 16, device=None,
+                              qa_scoring: str | None = None) -> tuple[dict[str, float], list[str]]:
+    """`evaluate`, and the prediction for each example in order (what a bootstrap over
+    examples resamples)."""
     from .tasks import candidate_targets, compute_metrics
 
     candidates = candidate_targets(task, target_words)
     predictions = predict(model, collator, examples, decoder=decoder, candidates=candidates,
                           batch_size=batch_size, max_new_tokens=max_new_tokens, device=device,
                           score_range=regression_range(task))
-    return compute_metrics(task, predictions, examples, qa_scoring=qa_scoring)
+    return compute_metrics(task, predictions, examples, qa_scoring=qa_scoring), predictions
 
 
 def regression_range(task: str) -> tuple[float, float] | None:

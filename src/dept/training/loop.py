@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..data import IGNORE, Collator
-from ..evaluation import evaluate
+from ..evaluation import evaluate_with_predictions
 from ..model import DeptModel
 from . import outputs
 from .checkpoint import (
@@ -177,12 +177,13 @@ def check_resumable(checkpoint: Path, options: TrainOptions) -> None:
                               f"{'; '.join(differ)} (resume with the run's options, or use another --output_dir)")
 
 
-def _evaluate(run: Run, examples) -> dict[str, float]:
+def _evaluate(run: Run, examples) -> tuple[dict[str, float], list[str]]:
+    """Metrics and each example's prediction."""
     meta = run.data.meta
-    return evaluate(run.plain, run.collator, meta.task, examples, decoder=meta.decoder,
-                    target_words=meta.target_words, batch_size=run.options.per_device_eval_batch_size,
-                    max_new_tokens=run.options.max_target_length, device=run.accelerator.device,
-                    qa_scoring=run.data.qa_scoring)
+    return evaluate_with_predictions(
+        run.plain, run.collator, meta.task, examples, decoder=meta.decoder, target_words=meta.target_words,
+        batch_size=run.options.per_device_eval_batch_size, max_new_tokens=run.options.max_target_length,
+        device=run.accelerator.device, qa_scoring=run.data.qa_scoring)
 
 
 def _trained_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -195,7 +196,7 @@ def validate(run: Run) -> dict[str, float]:
     state = run.state
     metrics: dict[str, float] = {}
     if run.is_main:
-        metrics = _evaluate(run, run.data.validation)
+        metrics, _ = _evaluate(run, run.data.validation)
         run.log.append({"step": state.step, "split": "validation", **metrics})
         score = metrics[run.data.main_metric]
         if state.best_metric is None or score > state.best_metric:
@@ -296,9 +297,11 @@ def finish(run: Run) -> dict:
             with torch.no_grad():
                 for name, value in load_file(str(best_file)).items():
                     params[name].copy_(value)
-        test_metrics = _evaluate(run, data.test) if data.test else {}
+        test_metrics, predictions = _evaluate(run, data.test) if data.test else ({}, [])
         if test_metrics:
             run.log.append({"step": state.best_step, "split": "test", **test_metrics})
+            # One line per test example, in split order: what a bootstrap over examples needs.
+            outputs.write_predictions(run.out / outputs.TEST_PREDICTIONS, predictions)
         history = run.log.read()
         validation = [r for r in history if r.get("split") == "validation"]
         results = {

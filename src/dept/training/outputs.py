@@ -15,11 +15,12 @@ RESULTS = "results.json"
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
 BEST_TENSORS = "best_trainable.safetensors"
+TEST_PREDICTIONS = "test_predictions.jsonl"
 # Written first into every run folder dept makes. Only a folder that carries it is ever
 # emptied, and then only of the files dept writes (below, plus those the marker lists).
 MARKER = ".dept-run"
 CHECKPOINT_NAMES = ("checkpoint", "checkpoint.tmp", "checkpoint.old")
-KNOWN_OUTPUTS = (MARKER, RESULTS, METRICS, CURVES, BEST_TENSORS, "results.tmp", *CHECKPOINT_NAMES,
+KNOWN_OUTPUTS = (MARKER, RESULTS, METRICS, CURVES, BEST_TENSORS, TEST_PREDICTIONS, "results.tmp", "test_predictions.tmp", *CHECKPOINT_NAMES,
                  "adapter_config.json", "adapter_model.safetensors",
                  "adapter_config.json.tmp", "adapter_model.safetensors.tmp")
 
@@ -126,6 +127,17 @@ def write_results(path: Path, results: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     tmp.replace(path)
+
+
+def write_predictions(path: Path, predictions: list[str]) -> None:
+    """One JSON line {"prediction": ...} per example, in the split's order."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps({"prediction": p}) + "\n" for p in predictions))
+    tmp.replace(path)
+
+
+def read_predictions(path: Path) -> list[str]:
+    return [json.loads(line)["prediction"] for line in Path(path).read_text().splitlines() if line]
 
 
 def plot_curves(records: list[dict], metric: str, path: Path) -> None:
