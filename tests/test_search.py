@@ -75,6 +75,9 @@ def test_a_stopped_search_continues_in_its_storage(bert_dir, tmp_path):
         assert PROMPT_LR_PER_RMS * rms / 10 <= float(row["learning_rate"]) <= PROMPT_LR_PER_RMS * rms * 10
         assert LOWRANK_LR_PER_RMS * rms / 10 <= float(row["lora_embedding_lr"]) <= LOWRANK_LR_PER_RMS * rms * 10
     assert len({row["learning_rate"] for row in rows}) == 3
+    # Trial 0 is the defaults: a search is never worse on validation than not searching.
+    assert float(rows[0]["learning_rate"]) == pytest.approx(PROMPT_LR_PER_RMS * rms)
+    assert float(rows[0]["lora_embedding_lr"]) == pytest.approx(LOWRANK_LR_PER_RMS * rms)
     plots = sorted(p.name for p in (out / "plots").iterdir())
     assert plots == ["history.png", "param_importances.png", "params_vs_score.png"]
     done = dept_cli("search", "--model", bert_dir, *FAST, "--output_dir", out, "--n_trials", 3)

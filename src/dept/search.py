@@ -2,7 +2,7 @@
 
     space = the --search_space YAML, or the two learning rates log-uniform over x1/10 .. x10
             of their scale-aware defaults (PROMPT_LR_PER_RMS, LOWRANK_LR_PER_RMS) times the
-            base model's embedding RMS
+            base model's embedding RMS (LoRA/full: their body rate); trial 0 is the defaults
     trial = setup(options + sampled values, output_dir/trial_NNN) -> fit(run, on_validate=report)
             -> finish(run); `report` hands the validation metric at each evaluation to the
             median pruner, which may stop the trial there (optuna.TrialPruned)
@@ -215,6 +215,10 @@ def search(options: TrainOptions, search_options: SearchOptions) -> dict:
                                            n_startup_trials=max(1, min(10, search_options.n_trials // 2))),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=search_options.n_startup_trials,
                                            n_warmup_steps=search_options.n_warmup_steps))
+    if not study.trials and not search_options.search_space:
+        # The first trial is the defaults (the centre of the default space), so the study's best
+        # is never worse on validation than not searching at all.
+        study.enqueue_trial({p.name: math.sqrt(p.low * p.high) for p in space})
     done = optuna.trial.TrialState
     finished = [t for t in study.trials if t.state in (done.COMPLETE, done.PRUNED)]
     remaining = search_options.n_trials - len(finished)
