@@ -1,105 +1,145 @@
-"""The accuracy grid's bookkeeping: which runs exist, which DePT rates the search picks, how
-seeds from several blocks are merged. Finished runs are faked as results.json files."""
+"""The accuracy study's bookkeeping and statistics: which jobs exist and wait for which, how a
+failure stops only what needs it, and the report's scores, floor and intervals. Finished runs
+are faked as the files `dept search` / `dept train` leave (trials.csv, best.yaml,
+results.json, test_predictions.jsonl) on the packaged demo task."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import _accuracy_report as report  # noqa: E402
+import _stats  # noqa: E402
 import accuracy  # noqa: E402
-from accuracy import Grid, Job  # noqa: E402
+from accuracy import Job, Study  # noqa: E402
+
+from dept.tasks import load_task  # noqa: E402
+
+TEST_N = 40
 
 
 @pytest.fixture
-def grids(tmp_path, monkeypatch):
+def study(tmp_path, monkeypatch):
     monkeypatch.setattr(accuracy, "RUNS", tmp_path)
-    blocks = [Grid("m", ("a", "b"), methods=("dept", "pt"), seeds=(1,), rate_search=((0.1, 0.01), (0.2, 0.02))),
-              Grid("m", ("a", "b"), methods=("dept", "pt"), seeds=(2,), rates_from=0)]
-    monkeypatch.setitem(accuracy.MODES, "t", blocks)
-    return blocks
+    s = Study([("m", "demo")], dict(max_steps=10, max_eval_samples=TEST_N, split_seed=42), trials=2, seeds=(1, 2),
+              search_eval_samples=8, equal_time=(("m", "demo"),))
+    monkeypatch.setitem(accuracy.MODES, "t", s)
+    return s
 
 
-def finish(job: Job, validation: float, test: float = 0.5) -> None:
-    """Write what a finished `dept train` run leaves behind."""
+def fake_search(job: Job) -> None:
     job.out.mkdir(parents=True, exist_ok=True)
+    (job.out / "trials.csv").write_text("number,state,value,learning_rate,last_step,output_dir\n"
+                                        "0,COMPLETE,0.7,0.03,10,\n1,PRUNED,,0.3,5,\n")
+    (job.out / "best.yaml").write_text("learning_rate: 0.03\n")
+
+
+def fake_run(job: Job, accuracy_: float, seconds: float = 10.0, steps: int = 10) -> None:
+    """A finished run whose test predictions are right on a fixed share of the examples."""
+    from dept.training.outputs import TEST_PREDICTIONS, write_predictions
+
+    test = load_task("demo", "test", seed=42)[:TEST_N]
+    right = int(round(accuracy_ * TEST_N))
+    flip = {"negative": "positive", "positive": "negative"}
+    predictions = [e.target if i < right else flip[e.target] for i, e in enumerate(test)]
+    job.out.mkdir(parents=True, exist_ok=True)
+    write_predictions(job.out / TEST_PREDICTIONS, predictions)
     (job.out / "results.json").write_text(json.dumps({
-        "main_metric": "accuracy", "best_validation": {"accuracy": validation}, "test": {"accuracy": test},
-        "trainable_params": 10, "train_seconds": 1.0, "wall_seconds": 2.0, "best_step": 1, "steps": 1}))
+        "trainable_params": {"lora": 800}.get(job.method, 100), "steps": steps, "train_seconds": seconds,
+        "wall_seconds": seconds + 1, "learning_rates": {}}))
 
 
-def test_dept_waits_for_the_search_then_uses_its_winner(grids):
-    first, more_seeds = grids
-    assert {(j.task, j.method) for j in accuracy.grid_jobs("t", first)} == {("a", "pt"), ("b", "pt")}
-    assert accuracy.searched_rates("t", more_seeds)[0] is None
+def test_the_plan_waits_for_searches_and_equal_time_for_both_methods(study):
+    jobs = accuracy.plan("t")
+    assert [j.kind for j in jobs] == ["search"] * 3 + ["seed"] * 6 + ["equal-time"] * 2
+    search = {j.method: j for j in jobs if j.kind == "search"}
+    seeds = [j for j in jobs if j.kind == "seed"]
+    assert all(j.needs == [search[j.method]] for j in seeds)
+    assert not any(j.ready() for j in seeds)
+    command = [str(x) for x in search["dept"].command()]
+    assert command[:1] == ["search"] and "--n_trials" in command and command[command.index("--max_eval_samples") + 1] == "8"
 
-    low, high = accuracy.search_jobs("t", first)
-    finish(low, validation=0.5)
-    finish(high, validation=0.7)
-    rates, tried = accuracy.searched_rates("t", first)
-    assert rates == {"learning_rate": 0.2, "lora_embedding_lr": 0.02} and len(tried) == 2
+    fake_search(search["dept"])
+    assert search["dept"].done() and all(j.ready() for j in seeds if j.method == "dept")
+    seed = next(j for j in seeds if j.method == "dept")
+    command = [str(x) for x in seed.command()]
+    assert command[command.index("--config") + 1] == str(search["dept"].out / "best.yaml")
+    assert command[command.index("--max_eval_samples") + 1] == str(TEST_N) and "--seed" in command
 
-    dept = {j.task: j for j in accuracy.grid_jobs("t", first) if j.method == "dept"}
-    assert dept["a"].out == high.out  # the search's winning run is reused, not run again
-    assert dept["b"].extra == rates and dept["b"].out != high.out
-    assert all(j.extra == rates for j in accuracy.grid_jobs("t", more_seeds) if j.method == "dept")
-
-
-def test_seeds_from_two_blocks_are_merged(grids):
-    first, more_seeds = grids
-    for job in accuracy.search_jobs("t", first):
-        finish(job, validation=0.6 if "0.2" in job.out.name else 0.4)
-    for block, test in ((first, 0.6), (more_seeds, 0.8)):
-        for job in accuracy.grid_jobs("t", block):
-            if job.cached() is None:
-                finish(job, validation=0.5, test=test)
-    blocks = [accuracy.collect("t", g) for g in grids]
-    rows = {(r["task"], r["method"]): r for r in accuracy.summarise(blocks)}
-    assert rows[("b", "pt")]["seeds"] == 2 and rows[("b", "pt")]["test_mean"] == pytest.approx(0.7)
-    assert rows[("b", "pt")]["test_std"] == pytest.approx(0.1414, abs=1e-3)
-    assert rows[("a", "dept")]["test_mean"] == pytest.approx((0.5 + 0.8) / 2)  # the search run's test, then seed 2's
-    assert "| 0.2 | 0.02 | 0.600 |" in accuracy.markdown(list(rows.values()), blocks)
+    for j in seeds:
+        fake_run(j, 0.8, seconds=6.0 if j.method == "dept" else 9.0)
+    equal = [j for j in jobs if j.kind == "equal-time"]
+    assert all(j.ready() for j in equal)
+    command = [str(x) for x in equal[0].command()]
+    assert command[command.index("--max_steps") + 1] == "15"  # 10 steps x 9 s / 6 s
 
 
-def test_a_failed_run_is_reported_and_the_others_still_run(grids, monkeypatch):
-    jobs = accuracy.grid_jobs("t", grids[0])
+def test_a_failed_search_skips_only_what_needs_it(study, monkeypatch):
+    ran = []
 
-    def run(job: Job, threads: int) -> dict:
-        if job.task == "a":
+    def run(job: Job, threads: int) -> None:
+        if job.kind == "search" and job.method == "pt":
             raise RuntimeError("boom")
-        finish(job, validation=0.5)
-        return job.cached()
+        ran.append((job.kind, job.method))
+        fake_search(job) if job.kind == "search" else fake_run(job, 0.7)
 
     monkeypatch.setattr(Job, "run", run)
-    failures = accuracy.run_jobs(jobs, workers=2)
-    assert len(failures) == 1 and "m a pt" in failures[0]
-    assert [j.task for j in jobs if j.cached() is not None] == ["b"]
+    failures = accuracy.run_plan(accuracy.plan("t"), workers=2)
+    assert any("search m demo pt" in f for f in failures)
+    assert sum("skipped" in f for f in failures) == 2 + 2  # PT's seeds, and the equal-time runs that need them
+    assert ("seed", "lora") in ran and ("seed", "dept") in ran and ("seed", "pt") not in ran
+    assert ran.index(("search", "dept")) < ran.index(("seed", "dept"))
 
 
-def test_plots_are_written(tmp_path):
-    def row(method, variant, score, seconds):
-        return {"model": "m", "task": "a", "method": method, "variant": variant, "test_mean": score,
-                "test_std": 0.01, "train_seconds": seconds}
+def test_the_report_scores_intervals_and_floor(study, tmp_path):
+    jobs = accuracy.plan("t")
+    for j in jobs:
+        if j.kind == "search":
+            fake_search(j)
+    runs = {(j.method, j.kind, j.out.name): j for j in jobs}
+    for (method, kind, name), j in runs.items():
+        if kind == "seed":
+            fake_run(j, {"dept": 0.9, "pt": 0.7, "lora": 0.95}[method] + (0.05 if name == "seed-2" else 0))
+    record = report.analyse(study, tmp_path / "t", None)
+    cell = record["cells"][0]
+    test = load_task("demo", "test", seed=42)[:TEST_N]
+    assert cell["test_examples"] == TEST_N and cell["methods"]["dept"]["seeds"] == 2
+    assert cell["methods"]["dept"]["mean"] == pytest.approx(0.925)
+    assert cell["methods"]["dept"]["search"]["best_params"] == {"learning_rate": 0.03}
+    diff = cell["differences"]["dept - pt"]
+    assert diff["difference"] == pytest.approx(0.2)
+    assert diff["low"] <= diff["difference"] <= diff["high"] and diff["high"] - diff["low"] > 0
+    counts = Counter(e.target for e in load_task("demo", "train"))
+    majority = next(t for t, n in counts.items() if n == max(counts.values()))  # a tie: the first met
+    assert cell["floor"] == pytest.approx(sum(e.target == majority for e in test) / TEST_N)
+    assert cell["clears_floor"]  # LoRA at 0.95-1.0 against a floor near 0.5
+    means = record["means_over_cleared"]
+    assert means["dept - pt"]["difference"] == pytest.approx(0.2) and means["dept - pt"]["tasks"] == 1
+    hits = {t["target"][:20]: t["hit"] for t in record["targets"]}
+    assert hits == {"DePT >= PT + 2 point": True, "DePT within 1 point ": False}  # 0.925 vs 0.975
+    text = report.markdown(record)
+    assert "| m | demo | accuracy | 40 |" in text and "+20.0 [" in text
+    report.plot(record, tmp_path / "diff.png")
+    assert (tmp_path / "diff.png").read_bytes()[:4] == b"\x89PNG"
+    json.dumps(report.without_replicates(record))  # what accuracy-<mode>.json holds
 
-    rows = [row("dept", "", 0.8, 60), row("pt", "", 0.78, 100), row("dept", "m=20", 0.75, 30)]
-    accuracy.plot(rows, tmp_path / "bars.png", majority={"a": 0.5})
-    assert (tmp_path / "bars.png").stat().st_size > 0
-    assert accuracy.plot_against_m(rows, tmp_path / "m.png") and (tmp_path / "m.png").stat().st_size > 0
-    assert not accuracy.plot_against_m(rows[:2], tmp_path / "none.png")  # no sweep, no plot
-    assert not (tmp_path / "none.png").exists()
 
-
-def test_majority_floor_on_real_data(shared_data, monkeypatch):
-    from dept.tasks import load_task
-
-    monkeypatch.setattr(accuracy, "DATA", shared_data / "glue")
-    monkeypatch.setitem(accuracy.MODES, "floor", [Grid("m", ("rte", "stsb"), options={"max_eval_samples": 100})])
-    floors = accuracy.majority_scores("floor")
-    train = load_task("rte", "train", shared_data / "glue")
-    test = load_task("rte", "test", shared_data / "glue")[:100]
-    majority = max(set(e.label for e in train), key=[e.label for e in train].count)
-    assert floors["rte"] == pytest.approx(sum(e.label == majority for e in test) / 100)
-    assert floors["stsb"] is None
+def test_paired_bootstrap_narrows_with_pairing_and_resamples_seeds():
+    test = load_task("demo", "test")[:TEST_N]
+    rng = np.random.default_rng(0)
+    flip = {"negative": "positive", "positive": "negative"}
+    base = [e.target if rng.random() < 0.7 else flip[e.target] for e in test]
+    better = [e.target if i < 10 else p for i, (e, p) in enumerate(zip(test, base))]  # fixes a few of base's errors
+    a, b = _stats.Scored("demo", test, [better, better]), _stats.Scored("demo", test, [base])
+    d = _stats.paired_difference(a, b)
+    assert d["difference"] == pytest.approx(a.scores[0] - b.scores[0]) and d["difference"] > 0
+    # Every example A gets right, B gets right or A fixed: a paired difference is never negative.
+    assert d["low"] >= 0 and len(d["replicates"]) == _stats.N_RESAMPLES
+    single = _stats.interval(b)
+    assert single["low"] < b.scores[0] < single["high"]

@@ -1,0 +1,228 @@
+"""The accuracy study's report: read the finished runs, score them with _stats, write tables
+and the DePT − PT figure. Reads run folders only; runs nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import _stats
+
+POINT = 0.01  # metrics are fractions; one point is 0.01
+
+
+def finished_trials(search: Path) -> int:
+    """Trials of a `dept search` folder that ended (complete or pruned)."""
+    path = search / "trials.csv"
+    if not path.is_file():
+        return 0
+    with path.open() as handle:
+        return sum(row["state"] in ("COMPLETE", "PRUNED") for row in csv.DictReader(handle))
+
+
+def _search_summary(search: Path) -> dict | None:
+    path = search / "trials.csv"
+    if not path.is_file():
+        return None
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    best = max(done, key=lambda r: float(r["value"]), default=None)
+    keys = [k for k in rows[0] if k not in ("number", "state", "value", "last_step", "output_dir")] if rows else []
+    return {"trials": len(rows), "complete": len(done), "pruned": sum(r["state"] == "PRUNED" for r in rows),
+            "best_value": float(best["value"]) if best else None,
+            "best_params": {k: float(best[k]) for k in keys if best and best[k]} if best else {},
+            "wall_seconds": sum(json.loads((Path(r["output_dir"]) / "results.json").read_text())["wall_seconds"]
+                                for r in done if (Path(r["output_dir"]) / "results.json").is_file())}
+
+
+def _seed_runs(folder: Path) -> list[tuple[dict, list[str]]]:
+    from dept.training.outputs import TEST_PREDICTIONS, read_predictions
+
+    runs = []
+    for run in sorted(folder.glob("seed-*")):
+        if (run / "results.json").is_file() and (run / TEST_PREDICTIONS).is_file():
+            runs.append((json.loads((run / "results.json").read_text()), read_predictions(run / TEST_PREDICTIONS)))
+    return runs
+
+
+def analyse(study, runs: Path, data: Path) -> dict:
+    """Every cell of the study with what has finished: scores, floor, intervals; and the
+    means over the tasks where LoRA clears the floor."""
+    from dept.tasks import get_task, load_task, main_metric
+
+    cells = []
+    for model, task in study.cells:
+        folder = runs / model / task
+        cap = study.options["max_eval_samples"]
+        test = load_task(task, "test", data, seed=study.options["split_seed"])[:cap]
+        cell: dict = {"model": model, "task": task, "metric": main_metric(task), "test_examples": len(test),
+                      "methods": {}, "differences": {}}
+        scored = {}
+        for method in (*study.methods, "dept-equal-time"):
+            found = _seed_runs(folder / method)
+            search = _search_summary(folder / ("dept" if method == "dept-equal-time" else method) / "search")
+            if not found:
+                if search and method != "dept-equal-time":
+                    cell["methods"][method] = {"seeds": 0, "search": search}
+                continue
+            assert all(len(p) == len(test) for _, p in found), f"{folder / method}: predictions != test split"
+            scored[method] = _stats.Scored(task, test, [p for _, p in found])
+            mean, sd = _stats.mean_sd(scored[method].scores)
+            results = [r for r, _ in found]
+            cell["methods"][method] = {
+                "seeds": len(found), "scores": scored[method].scores, "mean": mean, "sd": sd,
+                "trainable_params": results[0]["trainable_params"],
+                "steps": statistics.mean(r["steps"] for r in results),
+                "train_seconds": statistics.mean(r["train_seconds"] for r in results),
+                "wall_seconds": sum(r["wall_seconds"] for r in results),
+                "learning_rates": results[0].get("learning_rates"), "search": search}
+        if not scored:
+            cells.append(cell)
+            continue
+        regression = get_task(task).kind == "regression"
+        floor = None if regression else _stats.majority(task, load_task(task, "train", data), test)
+        cell["floor"] = 0.0 if regression else floor.scores[0]
+        if "lora" in scored:
+            # LoRA has learned something when its interval over the floor excludes zero.
+            # (Regression: a constant has no correlation, so the floor is a correlation of 0.)
+            versus = _stats.interval(scored["lora"]) if regression else _stats.paired_difference(scored["lora"], floor)
+            cell["lora_over_floor"] = versus
+            cell["clears_floor"] = versus["low"] > 0
+        for a, b in (("dept", "pt"), ("dept", "lora"), ("dept-equal-time", "pt")):
+            if a in scored and b in scored:
+                cell["differences"][f"{a} - {b}"] = _stats.paired_difference(scored[a], scored[b])
+        cells.append(cell)
+    cleared = [c for c in cells if c.get("clears_floor")]
+    means = {}
+    for key in ("dept - pt", "dept - lora"):
+        parts = [c["differences"][key] for c in cleared if key in c["differences"]]
+        means[key] = _stats.mean_of_differences(parts)
+        if means[key]:
+            means[key]["cells"] = [f"{c['model']} {c['task']}" for c in cleared if key in c["differences"]]
+    return {"cells": cells, "means_over_cleared": means, "targets": _targets(cells, means),
+            "planned_cells": len(study.cells), "trials": study.trials, "seeds": list(study.seeds),
+            "options": {k: str(v) for k, v in study.options.items()}}
+
+
+def _targets(cells: list[dict], means: dict) -> list[dict]:
+    out = []
+    if (m := means.get("dept - pt")) is not None:
+        out.append({"target": "DePT >= PT + 2 points (mean over tasks that clear the floor)",
+                    "measured": f"{m['difference'] / POINT:+.1f} points [{m['low'] / POINT:+.1f}, "
+                                f"{m['high'] / POINT:+.1f}] over {m['tasks']} task(s)",
+                    "hit": m["difference"] >= 2 * POINT})
+    if (m := means.get("dept - lora")) is not None:
+        ratios = [c["methods"]["lora"]["trainable_params"] / c["methods"]["dept"]["trainable_params"]
+                  for c in cells if c.get("clears_floor") and "dept - lora" in c["differences"]]
+        out.append({"target": "DePT within 1 point of LoRA with >= 5x fewer trainable parameters",
+                    "measured": f"{m['difference'] / POINT:+.1f} points [{m['low'] / POINT:+.1f}, "
+                                f"{m['high'] / POINT:+.1f}]; LoRA/DePT parameters {min(ratios):.1f}x",
+                    "hit": m["difference"] >= -POINT and min(ratios) >= 5})
+    return out
+
+
+def without_replicates(record: dict) -> dict:
+    """The record without the bootstrap replicates (thousands of numbers per interval)."""
+    if isinstance(record, dict):
+        return {k: without_replicates(v) for k, v in record.items() if k != "replicates"}
+    if isinstance(record, list):
+        return [without_replicates(v) for v in record]
+    return record
+
+
+def _ci(d: dict | None) -> str:
+    if not d:
+        return "–"
+    return f"{d['difference'] / POINT:+.1f} [{d['low'] / POINT:+.1f}, {d['high'] / POINT:+.1f}]"
+
+
+def _score(m: dict | None) -> str:
+    if not m or not m.get("seeds"):
+        return "–"
+    return f"{m['mean']:.3f} ± {m['sd']:.3f} ({m['seeds']})" if m["seeds"] > 1 else f"{m['mean']:.3f} (1)"
+
+
+def markdown(record: dict) -> str:
+    done = [c for c in record["cells"] if c["methods"]]
+    lines = [f"# Accuracy: DePT vs PT vs LoRA ({record.get('mode', '')} mode)", "",
+             f"`{record.get('command', '')}`: {len(done)} of {record['planned_cells']} cells with runs; "
+             f"{record['trials']} search trials per method, seeds {record['seeds']}, options {record['options']}. "
+             "Scores: test main metric, mean ± sd (seeds). Differences in points (0.01), "
+             "95% bootstrap interval over test examples and seeds.", "",
+             "| model | task | metric | test n | floor | DePT | PT | LoRA | LoRA clears floor | DePT − PT | "
+             "DePT − LoRA |", "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for c in done:
+        ms = c["methods"]
+        clears = {True: "yes", False: "**no**", None: "–"}[c.get("clears_floor")]
+        lines.append(f"| {c['model']} | {c['task']} | {c['metric']} | {c['test_examples']} | "
+                     f"{c.get('floor', float('nan')):.3f} | {_score(ms.get('dept'))} | {_score(ms.get('pt'))} | "
+                     f"{_score(ms.get('lora'))} | {clears} | {_ci(c['differences'].get('dept - pt'))} | "
+                     f"{_ci(c['differences'].get('dept - lora'))} |")
+    lines += ["", "Mean over the tasks where LoRA clears the majority floor:", ""]
+    for key, m in record["means_over_cleared"].items():
+        lines.append(f"- {key.replace('dept', 'DePT').replace('pt', 'PT').replace('lora', 'LoRA')}: "
+                     + (f"{_ci(m)} points over {', '.join(m['cells'])}" if m else "no such task yet"))
+    lines += ["", "| target | measured | hit |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['hit'] else 'no'} |" for t in record["targets"]]
+    equal = [c for c in done if "dept-equal-time" in c["methods"] and c["methods"]["dept-equal-time"].get("seeds")]
+    if equal:
+        lines += ["", "At equal wall-clock time (DePT given the steps that take PT's training time):", "",
+                  "| model | task | DePT steps | PT steps | DePT (equal time) | PT | difference |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for c in equal:
+            ms = c["methods"]
+            lines.append(f"| {c['model']} | {c['task']} | {ms['dept-equal-time']['steps']:.0f} | "
+                         f"{ms['pt']['steps']:.0f} | {_score(ms['dept-equal-time'])} | {_score(ms['pt'])} | "
+                         f"{_ci(c['differences'].get('dept-equal-time - pt'))} |")
+    lines += ["", "Runs: trainable parameters, mean training seconds per run, search (trials complete/pruned, "
+              "best validation, best rates), wall time of all seed runs:", "",
+              "| model | task | method | params | train s | trials | best validation | best rates | seeds wall s |",
+              "|---|---|---|---:|---:|---|---:|---|---:|"]
+    for c in done:
+        for method, m in c["methods"].items():
+            s = m.get("search") or {}
+            rates = ", ".join(f"{k} {v:.3g}" for k, v in (s.get("best_params") or {}).items())
+            lines.append(f"| {c['model']} | {c['task']} | {method} | {m.get('trainable_params', 0):,} | "
+                         f"{m.get('train_seconds', 0):.0f} | {s.get('complete', 0)}/{s.get('pruned', 0)} | "
+                         f"{s.get('best_value') or float('nan'):.3f} | {rates} | {m.get('wall_seconds', 0):.0f} |")
+    missing = [f"{c['model']} {c['task']}" for c in record["cells"] if not c["methods"]]
+    if missing:
+        lines += ["", "Not run yet: " + ", ".join(missing) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(record: dict, path: Path) -> None:
+    """DePT − PT and DePT − LoRA per cell with 95% intervals, and their means over cleared tasks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(f"{c['model']} {c['task']}" + ("" if c.get("clears_floor", True) else " (floor)"), c["differences"])
+            for c in record["cells"] if c["differences"]]
+    rows += [("mean (cleared)", {k: v for k, v in record["means_over_cleared"].items() if v})]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
+    for offset, key, colour in ((-0.15, "dept - pt", "tab:blue"), (0.15, "dept - lora", "tab:orange")):
+        ys, xs, lo, hi = [], [], [], []
+        for i, (_, diffs) in enumerate(rows):
+            if key in diffs:
+                d = diffs[key]
+                ys.append(i + offset)
+                xs.append(d["difference"] / POINT)
+                lo.append((d["difference"] - d["low"]) / POINT)
+                hi.append((d["high"] - d["difference"]) / POINT)
+        if xs:
+            ax.errorbar(xs, ys, xerr=[lo, hi], fmt="o", capsize=3, color=colour,
+                        label=key.replace("dept", "DePT").replace("pt", "PT").replace("lora", "LoRA"))
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("difference in test score (points), 95% bootstrap interval")
+    ax.legend(fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
