@@ -38,6 +38,7 @@ def test_every_command_has_help_and_every_flag_has_help_text(command, capsys):
     _, built = build_parser(only=command)
     for action in built[command]._actions:
         assert action.help, f"dept {command} {action.option_strings} has no help text"
+        assert len(set(action.option_strings)) == len(action.option_strings), action.option_strings  # no repeats
     assert "usage: dept " + command in capsys.readouterr().out
 
 

@@ -33,7 +33,9 @@ def flag_names(name: str, aliases=()) -> list[str]:
     names = []
     for spelling in (name, *aliases):
         forms = [f"--{spelling}", f"--{spelling.replace('_', '-')}"] + ([f"-{spelling}"] if len(spelling) == 1 else [])
-        names += [form for form in forms if form not in names]
+        for form in forms:  # "--model" has no underscore: both forms are one flag
+            if form not in names:
+                names.append(form)
     return names
 
 
