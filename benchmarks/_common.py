@@ -31,6 +31,8 @@ T5_SHAPES = {  # the published architectures; weights are random (timing does no
     "t5-tiny": dict(d_model=32, num_layers=2, num_decoder_layers=2, num_heads=2, d_ff=64, d_kv=16),  # tests
 }
 SMOLLM2 = "smollm2-135m"
+GEMMA3 = "gemma3-270m"
+PACKAGED_DECODERS = (SMOLLM2, GEMMA3)
 LABEL_TOKENS = 4   # a classification target ("positive </s>" and the like)
 CANDIDATE_TOKENS = 2
 NEW_TOKENS = 3
@@ -95,11 +97,11 @@ def quiet_libraries() -> None:
 
 
 def load_model(source: str):
-    """(frozen base, family name, pad id, tokenizer or None) from SMOLLM2 or a save_t5 folder."""
-    if source == SMOLLM2:
+    """(frozen base, family name, pad id, tokenizer or None) from a packaged decoder or a save_t5 folder."""
+    if source in PACKAGED_DECODERS:
         from dept.pretrained import load_base
 
-        base, tokenizer, family = load_base(SMOLLM2)
+        base, tokenizer, family = load_base(source)
         return base, family.name, tokenizer.pad_token_id, tokenizer
     from transformers import T5ForConditionalGeneration
 

@@ -140,7 +140,7 @@ class Runner:
                              min_new_tokens=GENERATED, do_sample=False, pad_token_id=pad)
 
 
-def build_runners(base, tokenizer) -> dict[str, tuple[Runner, int, int]]:
+def build_runners(base, tokenizer, setups=SETUPS) -> dict[str, tuple[Runner, int, int]]:
     """One DeptModel per setup on the one shared base, its tensors nudged off their init."""
     from dept.budget import solve_budget
     from dept.config import DeptConfig
@@ -148,7 +148,7 @@ def build_runners(base, tokenizer) -> dict[str, tuple[Runner, int, int]]:
 
     d = base.get_input_embeddings().embedding_dim
     runners = {}
-    for name, m, pt in SETUPS:
+    for name, m, pt in setups:
         r = 0 if pt else solve_budget(100, S, d, prompt_length=m).rank
         model = DeptModel(base, DeptConfig(prompt_length=m, rank=r, max_length=S, prompt_init="random"),
                           tokenizer=tokenizer)
@@ -202,6 +202,25 @@ def measure_cell(base, tokenizer, runners, cell: Cell, data_dir: Path, repeats: 
             "generate_shared_over_laid_out": median(sh["generate"]) / median(lo["generate"]),
         }
         out["configs"][name] = row
+    return out
+
+
+def measure_scale(model: str, data_dir: Path, batch_size: int = 8, repeats: int = 3, warmup: int = 1) -> dict:
+    """DePT (m=60) against PT (l=100) on one model at SST-2 lengths: training step time and
+    peak tensor memory, the prompt shared (as dept trains) and laid out."""
+    base, _, _, tokenizer = C.load_model(model)
+    runners = build_runners(base, tokenizer, [s for s in SETUPS if s[0] in ("PT", "DePT m=60")])
+    batch = real_batches("SST-2", batch_size, tokenizer, data_dir)
+    fns = {f"{name} {label}": partial(runner.train_step, batch, share) for name, (runner, _, _) in runners.items()
+           for share, label in ((True, "shared"), (False, "laid-out"))}
+    times = C.time_interleaved(fns, warmup, repeats)
+    memory = {key: C.peak_tensor_mb(fn) for key, fn in fns.items()}
+    d = base.get_input_embeddings().embedding_dim
+    out = {"model": model, "hidden_size": d, "parameters": sum(p.numel() for p in base.parameters()),
+           "batch_size": batch_size, "tokens_per_row": batch.tokens_per_row, "step_s": times, "train_peak_mb": memory}
+    for label in ("shared", "laid-out"):
+        out[f"dept_over_pt_step_{label}"] = median(times[f"DePT m=60 {label}"]) / median(times[f"PT {label}"])
+        out[f"dept_over_pt_memory_{label}"] = memory[f"DePT m=60 {label}"] / memory[f"PT {label}"]
     return out
 
 

