@@ -112,12 +112,21 @@ class Runner:
                                    do_sample=False)
 
     def floor_train(self, batch: Batches) -> None:
-        """Forward + backward of the frozen base on the input tokens, gradient to the embeddings."""
+        """Forward + backward of the frozen base on the input tokens, gradient to the embeddings,
+        vocabulary logits only where a target is predicted (as DeptModel's trim_logits does:
+        the full (B, T, 49k) projection would make the floor slower than the work it bounds)."""
+        from dept.scoring import target_window
+
         ids, mask, labels, _ = batch.train
         base = self.model.base_model
         base.train()
         embeds = base.get_input_embeddings()(ids).detach().requires_grad_(True)
-        base(inputs_embeds=embeds, attention_mask=mask, labels=labels, logits_to_keep=labels.shape[1]).loss.backward()
+        k = target_window(labels)
+        logits = base(inputs_embeds=embeds, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                      logits_to_keep=k).logits[:, :-1]                  # (B, k-1, V)
+        targets = labels[:, labels.shape[1] - k + 1:]                   # (B, k-1)
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(),
+                                          ignore_index=-100).backward()
 
     @torch.no_grad()
     def floor_rank(self, batch: Batches) -> Tensor:
