@@ -97,7 +97,7 @@ class Runner:
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     @torch.no_grad()
     def rank(self, batch: Batches, share: bool) -> Tensor:

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import _common as C  # noqa: E402
 import _report  # noqa: E402
 import efficiency  # noqa: E402
+from helpers_train import llama_dir  # noqa: E402, F401
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +64,36 @@ def test_padding_on_real_batches(shared_data, tmp_path):
     assert out["examples"] == 8
     assert out["dynamic"]["columns_per_example"] <= out["reference"]["columns_per_example"] == 32 + 4
     assert out["speedup"]["eval"] > 0 and out["speedup"]["train"] > 0
+
+
+def test_prefix_cells_on_a_tiny_llama(llama_dir, shared_data, tmp_path):
+    """One repeat of every shared-prefix measurement; the shared and laid-out paths must also
+    agree on what they compute (a benchmark of two different computations would be void)."""
+    import _prefix
+    import torch
+
+    from dept.pretrained import load_base
+
+    base, tokenizer, _ = load_base(str(llama_dir))
+    runners = _prefix.build_runners(base, tokenizer)
+    cells = [_prefix.measure_cell(base, tokenizer, runners, _prefix.Cell(lengths, 2), shared_data, repeats=1,
+                                  warmup=0) for lengths in ("s=128", "SST-2")]
+    for cell in cells:
+        assert set(cell["configs"]) == {"PT", "DePT m=40", "DePT m=60"}
+        assert min(min(v) for v in (cell["floor"]["step"], cell["floor"]["rank"], cell["floor"]["generate"])) > 0
+        for c in cell["configs"].values():
+            assert c["shared"]["train_peak_mb"] > 0 and all(v > 0 for v in c["ratios"].values())
+    assert cells[0]["tokens_per_row"] == 128 and 10 < cells[1]["tokens_per_row"] < 128
+    batch = _prefix.real_batches("SST-2", 3, tokenizer, shared_data)
+    runner = runners["DePT m=60"][0]
+    torch.testing.assert_close(runner.rank(batch, True), runner.rank(batch, False), rtol=1e-4, atol=1e-4)
+    assert torch.equal(runner.generate(batch, True), runner.generate(batch, False))
+    result = {"mode": "test", "model": "tiny", "command": "c", "wall_time_s": 1.0, "machine": {"threads": 1},
+              "repeats": 1, "cells": cells, "targets": _prefix.targets(cells)}
+    result["profile"] = {"what": "x", "shared": _prefix.profile_step(lambda: runner.train_step(batch, True)),
+                         "floor": _prefix.profile_step(lambda: runner.floor_train(batch))}
+    text = _prefix.markdown(result)
+    assert "## SST-2 lengths, batch 2" in text and "## Profile" in text
+    assert {t["target"] for t in result["targets"]} == {
+        "training step shared <= 0.45x laid-out", "evaluation (rank) with cache <= 1.15x floor",
+        "training peak memory shared <= laid-out"}
