@@ -280,3 +280,26 @@ def test_sigterm_with_requests_in_flight_loses_none(server):
     assert statuses == [200] * 8
     # uvicorn answers what is in flight, stops, then re-raises the signal it caught
     assert process.wait(60) in (0, -signal.SIGTERM)
+
+
+def test_decoding_with_the_prompt_cache_equals_the_laid_out_rows(adapters):
+    """The server's own decode loop prefills from the persistent prompt cache (the shared
+    prefix); it must give the tokens the laid-out rows give, for a batch mixing adapters."""
+    from dept.inference import load_trained
+    from dept.serving.decode import Row, generate_rows
+
+    model = load_trained(adapters / "one").model
+    model.load_adapter(adapters / "two", "two")
+    model.eval()
+    tokenizer = model.tokenizer
+    names = ["default", "two", "two", "default"]
+    tokens = {}
+    for share in (True, False):
+        model.share_prefix = share
+        rows = [Row(tokenizer(s)["input_ids"], name, max_tokens=6, temperature=0.0, top_p=1.0, stops=[],
+                    generator=None) for s, name in zip(SENTENCES, names)]
+        assert model.uses_shared_prefix(names, 32) == share
+        generate_rows(model, rows, tokenizer.pad_token_id, on_done=lambda row: None)
+        tokens[share] = [row.tokens for row in rows]
+    assert model.prompt_cache.hits + model.prompt_cache.misses > 0
+    assert tokens[True] == tokens[False] and all(tokens[True])

@@ -2,8 +2,8 @@
 at once (its request is answered while the others go on) and every new token can be streamed.
 
 Decoder-only models only: the prompt and the low-rank update are applied once, at prefill
-(DeptModel.prepare_inputs), exactly as DeptModel.generate does; each later step feeds one
-token per row. Seq2seq models go through DeptModel.generate whole (engine.py).
+(DeptModel.prepare_inputs), exactly as DeptModel.generate does, the prompts' keys/values taken
+from the persistent prompt cache; each later step feeds one token per row. Seq2seq models go through DeptModel.generate whole (engine.py).
 """
 
 from __future__ import annotations
@@ -81,8 +81,11 @@ def generate_rows(model, rows: list[Row], pad_id: int, on_done: Callable[[Row], 
         prepared = {"input_ids": input_ids, "attention_mask": attention,
                     "position_ids": (attention.cumsum(dim=1) - 1).clamp(min=0)}
     else:
-        prepared = model.prepare_inputs(input_ids, attention, adapter_names=[r.adapter for r in rows],
-                                        left_pad=True)
+        # Decoder-only: each adapter's prompt keys/values come from the persistent prompt cache
+        # and the prefill runs the input tokens alone (the shared prefix, docs/method.md).
+        names = [r.adapter for r in rows]
+        shared = model.uses_shared_prefix(names, input_ids.shape[1] + max(r.max_tokens for r in rows))
+        prepared = model.prepare_inputs(input_ids, attention, adapter_names=names, left_pad=True, shared=shared)
         prepared.pop("row_adapters")
     out = base(**prepared, use_cache=True)
     cache, mask = output_cache(out), prepared["attention_mask"]                           # (B, N)
