@@ -34,8 +34,8 @@ def _search_summary(search: Path) -> dict | None:
     return {"trials": len(rows), "complete": len(done), "pruned": sum(r["state"] == "PRUNED" for r in rows),
             "best_value": float(best["value"]) if best else None,
             "best_params": {k: float(best[k]) for k in keys if best and best[k]} if best else {},
-            "wall_seconds": sum(json.loads((Path(r["output_dir"]) / "results.json").read_text())["wall_seconds"]
-                                for r in done if (Path(r["output_dir"]) / "results.json").is_file())}
+            "wall_seconds": (json.loads((search / "job.json").read_text())["wall_seconds"]
+                             if (search / "job.json").is_file() else None)}
 
 
 def _seed_runs(folder: Path) -> list[tuple[dict, list[str]]]:
@@ -178,16 +178,17 @@ def markdown(record: dict) -> str:
                          f"{ms['pt']['steps']:.0f} | {_score(ms['dept-equal-time'])} | {_score(ms['pt'])} | "
                          f"{_ci(c['differences'].get('dept-equal-time - pt'))} |")
     lines += ["", "Runs: trainable parameters, mean training seconds per run, search (trials complete/pruned, "
-              "best validation, best rates), wall time of all seed runs:", "",
-              "| model | task | method | params | train s | trials | best validation | best rates | seeds wall s |",
-              "|---|---|---|---:|---:|---|---:|---|---:|"]
+              "best validation, best rates), wall time of the search and of all seed runs:", "",
+              "| model | task | method | params | train s | trials | best validation | best rates | search wall s | "
+              "seeds wall s |", "|---|---|---|---:|---:|---|---:|---|---:|---:|"]
     for c in done:
         for method, m in c["methods"].items():
             s = m.get("search") or {}
             rates = ", ".join(f"{k} {v:.3g}" for k, v in (s.get("best_params") or {}).items())
             lines.append(f"| {c['model']} | {c['task']} | {method} | {m.get('trainable_params', 0):,} | "
                          f"{m.get('train_seconds', 0):.0f} | {s.get('complete', 0)}/{s.get('pruned', 0)} | "
-                         f"{s.get('best_value') or float('nan'):.3f} | {rates} | {m.get('wall_seconds', 0):.0f} |")
+                         f"{s.get('best_value') or float('nan'):.3f} | {rates} | {s.get('wall_seconds') or 0:.0f} | "
+                         f"{m.get('wall_seconds', 0):.0f} |")
     missing = [f"{c['model']} {c['task']}" for c in record["cells"] if not c["methods"]]
     if missing:
         lines += ["", "Not run yet: " + ", ".join(missing) + "."]
@@ -221,7 +222,8 @@ def plot(record: dict, path: Path) -> None:
     ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("difference in test score (points), 95% bootstrap interval")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # nothing to compare yet: no legend
+        ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

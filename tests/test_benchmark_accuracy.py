@@ -6,6 +6,7 @@ results.json, test_predictions.jsonl) on the packaged demo task."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -26,7 +27,8 @@ TEST_N = 40
 
 @pytest.fixture
 def study(tmp_path, monkeypatch):
-    monkeypatch.setattr(accuracy, "RUNS", tmp_path)
+    monkeypatch.setattr(accuracy, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(accuracy, "RECORD", tmp_path / "record")
     s = Study([("m", "demo")], dict(max_steps=10, max_eval_samples=TEST_N, split_seed=42), trials=2, seeds=(1, 2),
               search_eval_samples=8, equal_time=(("m", "demo"),))
     monkeypatch.setitem(accuracy.MODES, "t", s)
@@ -38,6 +40,7 @@ def fake_search(job: Job) -> None:
     (job.out / "trials.csv").write_text("number,state,value,learning_rate,last_step,output_dir\n"
                                         "0,COMPLETE,0.7,0.03,10,\n1,PRUNED,,0.3,5,\n")
     (job.out / "best.yaml").write_text("learning_rate: 0.03\n")
+    job.keep(5.0)
 
 
 def fake_run(job: Job, accuracy_: float, seconds: float = 10.0, steps: int = 10) -> None:
@@ -53,6 +56,7 @@ def fake_run(job: Job, accuracy_: float, seconds: float = 10.0, steps: int = 10)
     (job.out / "results.json").write_text(json.dumps({
         "trainable_params": {"lora": 800}.get(job.method, 100), "steps": steps, "train_seconds": seconds,
         "wall_seconds": seconds + 1, "learning_rates": {}}))
+    job.keep(seconds + 2)
 
 
 def test_the_plan_waits_for_searches_and_equal_time_for_both_methods(study):
@@ -69,7 +73,8 @@ def test_the_plan_waits_for_searches_and_equal_time_for_both_methods(study):
     assert search["dept"].done() and all(j.ready() for j in seeds if j.method == "dept")
     seed = next(j for j in seeds if j.method == "dept")
     command = [str(x) for x in seed.command()]
-    assert command[command.index("--config") + 1] == str(search["dept"].out / "best.yaml")
+    assert command[command.index("--config") + 1] == str(search["dept"].record / "best.yaml")
+    assert search["dept"].record == accuracy.RECORD / "t" / "m" / "demo" / "dept" / "search"
     assert command[command.index("--max_eval_samples") + 1] == str(TEST_N) and "--seed" in command
 
     for j in seeds:
@@ -106,12 +111,15 @@ def test_the_report_scores_intervals_and_floor(study, tmp_path):
     for (method, kind, name), j in runs.items():
         if kind == "seed":
             fake_run(j, {"dept": 0.9, "pt": 0.7, "lora": 0.95}[method] + (0.05 if name == "seed-2" else 0))
-    record = report.analyse(study, tmp_path / "t", None)
+    shutil.rmtree(accuracy.RUNS)  # another session: the scratch runs are gone, the record is not
+    assert all(j.done() for j in accuracy.plan("t") if j.kind != "equal-time")
+    record = report.analyse(study, accuracy.RECORD / "t", None)
     cell = record["cells"][0]
     test = load_task("demo", "test", seed=42)[:TEST_N]
     assert cell["test_examples"] == TEST_N and cell["methods"]["dept"]["seeds"] == 2
     assert cell["methods"]["dept"]["mean"] == pytest.approx(0.925)
     assert cell["methods"]["dept"]["search"]["best_params"] == {"learning_rate": 0.03}
+    assert cell["methods"]["dept"]["search"]["wall_seconds"] == 5.0  # from the record, not the scratch folder
     diff = cell["differences"]["dept - pt"]
     assert diff["difference"] == pytest.approx(0.2)
     assert diff["low"] <= diff["difference"] <= diff["high"] and diff["high"] - diff["low"] > 0
