@@ -26,11 +26,11 @@ def scripted_run(llama_dir, tmp_path_factory):
     def scripted_evaluate(model, collator, task, examples, **kw):
         seen.append({n[len(PREFIX):]: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
         score = SCRIPT[len(seen) - 1] if len(seen) <= len(SCRIPT) else TEST_SCORE
-        return {"accuracy": score}
+        return {"accuracy": score}, ["negative"] * len(examples)
 
     out = tmp_path_factory.mktemp("scripted")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dept.training.loop, "evaluate", scripted_evaluate)
+        patch.setattr(dept.training.loop, "evaluate_with_predictions", scripted_evaluate)
         dept_cli("train", "--model", llama_dir, "--task", "demo", "--output_dir", out, "--max_steps", 8,
                  "--eval_steps", 2, "--save_steps", 4, "--per_device_train_batch_size", 4, "--prompt_init",
                  "random", "--learning_rate", 0.1, "--lora_embedding_lr", 0.05, "--max_eval_samples", 4)

@@ -42,10 +42,10 @@ def train_squad(llama_dir, squad_dir, out, protocol: str) -> list:
 
     def recording_evaluate(*args, **kw):
         asked.append(kw.get("qa_scoring"))
-        return dept.evaluation.evaluate(*args, **kw)
+        return dept.evaluation.evaluate_with_predictions(*args, **kw)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(dept.training.loop, "evaluate", recording_evaluate)
+        patch.setattr(dept.training.loop, "evaluate_with_predictions", recording_evaluate)
         dept_cli("train", "--model", llama_dir, "--task", "squad", "--data_dir", squad_dir, "--output_dir", out,
                  "--protocol", protocol, "--max_steps", 2, "--eval_steps", 2, "--save_steps", 2,
                  "--per_device_train_batch_size", 2, "--max_eval_samples", 3, "--max_target_length", 4,
