@@ -239,10 +239,12 @@ def publish(mode: str, started: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--quick", action="store_const", dest="mode", const="quick")
-    which.add_argument("--full", action="store_const", dest="mode", const="full")
+    which.add_argument("--quick", action="store_const", dest="mode", const="quick",
+                       help="one cell, 20 steps, 2 trials, 2 seeds (< 15 min on 2 cores)")
+    which.add_argument("--full", action="store_const", dest="mode", const="full",
+                       help="the grid, cell by cell (~6 h for the first three cells; resumes)")
     parser.add_argument("--workers", type=int, default=2,
                         help="runs at once; the cores are shared out between them (default 2)")
     parser.add_argument("--cells", type=int, nargs="+", metavar="N",
