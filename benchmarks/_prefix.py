@@ -29,7 +29,6 @@ SETUPS = (("PT", 100, True), ("DePT m=40", 40, False), ("DePT m=60", 60, False))
 S = 128
 GENERATED = 8
 """New tokens per generation (min = max, so every configuration generates as many)."""
-TASKS = {"SST-2": ("sst2", ("negative", "positive")), "RTE": ("rte", ("entailment", "not_entailment"))}
 
 
 @dataclass
@@ -53,12 +52,14 @@ class Batches:
 
 def real_batches(task: str, batch_size: int, tokenizer, data_dir: Path, seed: int = 0) -> Batches:
     """`batch_size` dev rows drawn at random (a fixed seed) through the CLI's own Collator."""
+    from _padding import TASKS, read_task
+
     from dept.data import Collator
     from dept.families import CAUSAL
-    from dept.tasks.api import load_task
+    from dept.tasks import candidate_targets
 
-    name, words = TASKS[task]
-    examples = load_task(name, "validation", Path(data_dir) / "glue", protocol="official")
+    words = candidate_targets(TASKS[task])  # the task's label words, in class order
+    examples = read_task(data_dir, task, None)  # the official dev file, as the padding check reads it
     chunk = random.Random(seed).sample(examples, batch_size)
     collator = Collator(tokenizer, CAUSAL, S)
     batch = collator(chunk)
