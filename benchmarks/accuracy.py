@@ -11,8 +11,9 @@ scale-aware defaults), then `dept train --config best.yaml` for each seed on the
 split (cut with seed 42 whatever the training seed). Every run is the real CLI in its own
 process under benchmarks/runs/<mode>/ (scratch); what the study needs of a finished job is
 mirrored into benchmarks/results/accuracy-runs/<mode>/ (tracked, kilobytes), and a job found
-there is never redone, so a killed grid resumes where it stopped, in another session too. Cells run in the order listed, cheapest and most
-discriminating first. Statistics (_stats.py): mean ± sd over seeds, paired bootstrap
+there is never redone, so a killed grid resumes where it stopped, in another session too (a
+search under way is mirrored every minute and resumes after its finished trials). Cells run
+in the order listed, cheapest and most discriminating first. Statistics (_stats.py): mean ± sd over seeds, paired bootstrap
 intervals of DePT − PT and DePT − LoRA over test examples and seeds, the mean over the
 tasks where LoRA clears the majority-class floor. Results: benchmarks/results/
 accuracy-<mode>.{json,md}, docs/img/accuracy_<mode>.png. Real data is read in place.
@@ -25,9 +26,11 @@ import importlib.util
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -47,6 +50,12 @@ trials and best options: kilobytes), mirrored from RUNS and tracked in git, so t
 resumes on another machine or in another session, where RUNS (adapters, checkpoints) is gone."""
 KEEP = {"search": ("trials.csv", "best.yaml"), "seed": ("results.json", "test_predictions.jsonl"),
         "equal-time": ("results.json", "test_predictions.jsonl")}
+PROGRESS = ("study.db", "search.json")
+"""A running search's Optuna study and folder marker, mirrored into the record every
+PROGRESS_EVERY_S, so a search stopped with the session resumes after its finished trials
+(a search is 3 trials of ~9 minutes; only the trial under way is lost)."""
+PROGRESS_EVERY_S = 60
+_RECORD_LOCK = threading.Lock()  # a search's last mirrored progress never lands after its final files
 IMG = ROOT / "docs" / "img"
 METHODS = ("dept", "pt", "lora")
 REPORT_EVERY_S = 900  # a stopped grid still leaves a report at most this old
@@ -113,12 +122,50 @@ class Job:
 
     def keep(self, seconds: float) -> None:
         """Mirror the kept files into the record, with the job's wall time (job.json)."""
+        with _RECORD_LOCK:
+            self._keep(seconds)
+
+    def _keep(self, seconds: float) -> None:
         self.record.mkdir(parents=True, exist_ok=True)
         (self.record / "job.json").write_text(json.dumps({"wall_seconds": round(seconds, 1),
                                                           "finished": time.strftime("%Y-%m-%d %H:%M")}) + "\n")
         for name in KEEP[self.kind]:  # results last: a record with them is a whole one
             if (self.out / name).is_file():
                 shutil.copyfile(self.out / name, self.record / name)
+        for name in (*PROGRESS, "progress.json"):  # a finished search needs only what KEEP lists
+            (self.record / name).unlink(missing_ok=True)
+
+    def save_progress(self) -> None:
+        """Mirror a running search's study into the record (sqlite's backup API gives a
+        consistent copy while Optuna writes)."""
+        with _RECORD_LOCK:
+            if self.kind == "search" and (self.out / "study.db").is_file() and not self.done():
+                self._save_progress()
+
+    def _save_progress(self) -> None:
+        self.record.mkdir(parents=True, exist_ok=True)
+        part = self.record / "study.db.part"
+        source, target = sqlite3.connect(self.out / "study.db"), sqlite3.connect(part)
+        try:
+            source.backup(target)
+        finally:
+            source.close()
+            target.close()
+        shutil.copyfile(self.out / "search.json", self.record / "search.json")
+        part.replace(self.record / "study.db")
+        # The marker holds absolute paths: the copy resumes only under the same checkout path.
+        (self.record / "progress.json").write_text(json.dumps({"root": str(ROOT)}) + "\n")
+
+    def restore_progress(self) -> bool:
+        """Put a stopped search's mirrored study back into an absent scratch folder."""
+        saved = self.record / "progress.json"
+        if self.kind != "search" or self.out.exists() or not saved.is_file() \
+                or json.loads(saved.read_text()).get("root") != str(ROOT):
+            return False
+        self.out.mkdir(parents=True)
+        for name in PROGRESS:
+            shutil.copyfile(self.record / name, self.out / name)
+        return True
 
     def ready(self) -> bool:
         return all(job.done() for job in self.needs)
@@ -126,6 +173,8 @@ class Job:
     def run(self, threads: int) -> None:
         cmd = [sys.executable, "-m", "dept.cli.main", *map(str, self.command())]
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        if self.restore_progress():
+            print(f"{self.out}: resuming the search from its mirrored study", flush=True)
         # Several runs at once each get their share of the cores: oversubscribed BLAS threads
         # made steps several times slower here.
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -213,7 +262,13 @@ def run_plan(jobs: list[Job], workers: int, on_done=lambda: None) -> list[str]:
                 running[pool.submit(job.run, threads)] = job
             if not running:
                 break  # what is left waits for inputs that will never finish
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            finished, _ = wait(running, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
+            for future, job in running.items():
+                if job.kind == "search" and future not in finished:
+                    try:
+                        job.save_progress()
+                    except (OSError, sqlite3.Error) as err:  # the next minute tries again
+                        print(f"{job.out}: its progress was not mirrored ({err})", flush=True)
             for future in finished:
                 job = running.pop(future)
                 if future.exception() is not None:

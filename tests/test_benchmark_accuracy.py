@@ -102,6 +102,30 @@ def test_a_failed_search_skips_only_what_needs_it(study, monkeypatch):
     assert ran.index(("search", "dept")) < ran.index(("seed", "dept"))
 
 
+def test_a_stopped_search_resumes_from_its_mirrored_study(study):
+    """The scratch folder is gone in a new session: the search's study comes back from the record."""
+    import sqlite3
+
+    search = next(j for j in accuracy.plan("t") if j.kind == "search")
+    search.out.mkdir(parents=True)
+    (search.out / "search.json").write_text("{}\n")
+    with sqlite3.connect(search.out / "study.db") as db:
+        db.execute("CREATE TABLE trials (number INTEGER, state TEXT)")
+        db.execute("INSERT INTO trials VALUES (0, 'COMPLETE')")
+    db.close()
+    search.save_progress()
+    assert not search.done()
+    shutil.rmtree(accuracy.RUNS)
+    assert search.restore_progress() and not search.restore_progress()  # only into an absent folder
+    with sqlite3.connect(search.out / "study.db") as db:
+        assert db.execute("SELECT number, state FROM trials").fetchall() == [(0, "COMPLETE")]
+    db.close()
+    fake_search(search)  # finished: the record keeps only what KEEP lists
+    assert search.done() and sorted(p.name for p in search.record.iterdir()) == ["best.yaml", "job.json", "trials.csv"]
+    search.save_progress()  # a late mirror of a finished search adds nothing
+    assert not (search.record / "study.db").exists()
+
+
 def test_the_report_scores_intervals_and_floor(study, tmp_path):
     jobs = accuracy.plan("t")
     for j in jobs:

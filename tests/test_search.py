@@ -87,6 +87,23 @@ def test_a_stopped_search_continues_in_its_storage(bert_dir, tmp_path):
     assert "other options" in line and "max_steps" in line
 
 
+def test_the_defaults_run_again_when_their_trial_was_killed(bert_dir, tmp_path):
+    """A defaults trial killed mid-run is marked failed (stale) on resume; the defaults are queued again."""
+    import sqlite3
+
+    out = tmp_path / "search"
+    args = ["search", "--model", bert_dir, *FAST, "--output_dir", out]
+    dept_cli(*args, "--n_trials", 1)
+    with sqlite3.connect(out / "study.db") as db:  # what fail_stale_trials leaves of a killed trial 0
+        db.execute("UPDATE trials SET state = 'FAIL' WHERE number = 0")
+    db.close()
+    dept_cli(*args, "--n_trials", 1)
+    rows = _trials(out)
+    assert [(r["number"], r["state"]) for r in rows] == [("0", "FAIL"), ("1", "COMPLETE")]
+    assert rows[1]["learning_rate"] == rows[0]["learning_rate"]
+    assert rows[1]["lora_embedding_lr"] == rows[0]["lora_embedding_lr"]
+
+
 def test_search_spaces_scale_with_the_embeddings(tmp_path):
     rms = 0.05
     space = {p.name: p for p in default_space(TrainOptions(), rms)}

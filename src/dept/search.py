@@ -215,10 +215,8 @@ def search(options: TrainOptions, search_options: SearchOptions) -> dict:
                                            n_startup_trials=max(1, min(10, search_options.n_trials // 2))),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=search_options.n_startup_trials,
                                            n_warmup_steps=search_options.n_warmup_steps))
-    if not study.trials and not search_options.search_space:
-        # The first trial is the defaults (the centre of the default space), so the study's best
-        # is never worse on validation than not searching at all.
-        study.enqueue_trial({p.name: math.sqrt(p.low * p.high) for p in space})
+    if not search_options.search_space:
+        _queue_defaults(study, space)
     done = optuna.trial.TrialState
     finished = [t for t in study.trials if t.state in (done.COMPLETE, done.PRUNED)]
     remaining = search_options.n_trials - len(finished)
@@ -254,6 +252,23 @@ def search(options: TrainOptions, search_options: SearchOptions) -> dict:
         log.info("study %r: %d trial(s) done, running %d more", search_options.study_name, len(finished), remaining)
         study.optimize(objective, n_trials=remaining, timeout=search_options.timeout)
     return write_outputs(study, options, space, out)
+
+
+def _queue_defaults(study, space: list[Param]) -> None:
+    """The first trial is the defaults (the centre of the default space), so the study's best is
+    never worse on validation than not searching at all. Queued again if the trial that ran them
+    was killed (a stale trial, which Optuna marks failed) before it finished."""
+    import optuna
+
+    defaults = {p.name: math.sqrt(p.low * p.high) for p in space}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    state = optuna.trial.TrialState
+    alive = (state.COMPLETE, state.PRUNED, state.WAITING, state.RUNNING)
+    if not any(t.state in alive and defaults in (t.params, t.system_attrs.get("fixed_params"))
+               for t in study.trials):
+        study.enqueue_trial(defaults)
 
 
 def best_config(study, options: TrainOptions, out: Path) -> dict:
