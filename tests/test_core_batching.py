@@ -12,6 +12,9 @@ from helpers_tiny import one_thread  # noqa: F401  (autouse: one CPU thread per 
 from dept.model import DeptModel, InputTooLongError
 
 ATOL = 1e-5
+# A padded batch against each row alone: float32 sums in another order. With transformers 5.24
+# T5 differs by 5e-5 at logits of ~3 (3e-14 in float64); a masking or position bug is ~0.1.
+BATCH_ATOL = 1e-4
 
 
 def make_rows(family: str, source_lengths: list[int], seed: int = 0) -> list[tuple]:
@@ -59,7 +62,7 @@ def per_row(model: DeptModel, family: str, rows: list[tuple], side: str = "right
 def assert_same(got, want):
     for (logits, loss), (logits_ref, loss_ref) in zip(got, want, strict=True):
         assert logits.shape == logits_ref.shape
-        assert torch.allclose(logits, logits_ref, atol=ATOL), (logits - logits_ref).abs().max()
+        assert torch.allclose(logits, logits_ref, atol=BATCH_ATOL), (logits - logits_ref).abs().max()
         assert torch.allclose(loss, loss_ref, atol=ATOL)
 
 

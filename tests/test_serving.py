@@ -268,14 +268,27 @@ def test_the_openai_client_works_unchanged(server):
     assert classified.status_code == 200 and classified.json()["data"][0]["label"] in ("negative", "positive")
 
 
+def _requests(url: str, endpoint: str) -> tuple[float, float]:
+    """(in flight, answered) for one endpoint, read from /metrics."""
+    rows = httpx.get(f"{url}/metrics", timeout=30).text.splitlines()
+    def total(name):
+        return sum(float(r.rsplit(" ", 1)[1]) for r in rows if r.startswith(name) and f'endpoint="{endpoint}"' in r)
+    return total("dept_requests_in_flight{"), total("dept_requests_total{")
+
+
 def test_sigterm_with_requests_in_flight_loses_none(server):
     process, url = server
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(httpx.post, f"{url}/v1/completions", json={
-            "model": "one" if i % 2 else "two", "prompt": f"sentence: film {i}", "max_tokens": 8, "temperature": 0},
+            "model": "one" if i % 2 else "two", "prompt": f"sentence: film {i}", "max_tokens": 32, "temperature": 0},
             timeout=60) for i in range(8)]
-        time.sleep(0.3)
+        # SIGTERM once all 8 have reached the server (a fixed sleep raced the clients on a busy
+        # machine, and a request not yet sent is refused, rightly, once the server stops listening)
+        deadline = time.time() + 60
+        while time.time() < deadline and sum(in_flight_answered := _requests(url, "/v1/completions")) < 8:
+            time.sleep(0.02)
         process.send_signal(signal.SIGTERM)
+        assert in_flight_answered[0] >= 1, in_flight_answered  # the signal found work under way
         statuses = [f.result().status_code for f in futures]
     assert statuses == [200] * 8
     # uvicorn answers what is in flight, stops, then re-raises the signal it caught

@@ -43,6 +43,8 @@ class Metrics:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.batch_rows = Histogram("dept_batch_rows", "Rows per batch the worker ran", registry=self.registry,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.in_flight = Gauge("dept_requests_in_flight", "Requests received and not yet answered, by endpoint",
+                               ["endpoint"], registry=self.registry)
         depth = Gauge("dept_queue_depth", "Requests waiting for the worker", registry=self.registry)
         depth.set_function(engine.depth)
 
@@ -86,8 +88,9 @@ def create_app(engine: Engine, *, base_name: str, adapters_dir: str | None = Non
         if length is not None and length.isdigit() and int(length) > limits.max_request_bytes:
             return error(413, f"request body over {limits.max_request_bytes} bytes", "invalid_request_error")
         started = time.perf_counter()
-        response = await call_next(request)
         endpoint = request.url.path
+        with metrics.in_flight.labels(endpoint).track_inprogress():
+            response = await call_next(request)
         metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
         metrics.requests.labels(endpoint, getattr(request.state, "adapter", ""), str(response.status_code)).inc()
         return response
