@@ -53,7 +53,7 @@ KEEP = {"search": ("trials.csv", "best.yaml"), "seed": ("results.json", "test_pr
 PROGRESS = ("study.db", "search.json")
 """A running search's Optuna study and folder marker, mirrored into the record every
 PROGRESS_EVERY_S, so a search stopped with the session resumes after its finished trials
-(a search is 3 trials of ~9 minutes; only the trial under way is lost)."""
+(a search is 3 trials of ~15 minutes; only the trial under way is lost)."""
 PROGRESS_EVERY_S = 60
 _RECORD_LOCK = threading.Lock()  # a search's last mirrored progress never lands after its final files
 IMG = ROOT / "docs" / "img"

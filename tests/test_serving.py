@@ -270,10 +270,14 @@ def test_the_openai_client_works_unchanged(server):
 
 def _requests(url: str, endpoint: str) -> tuple[float, float]:
     """(in flight, answered) for one endpoint, read from /metrics."""
-    rows = httpx.get(f"{url}/metrics", timeout=30).text.splitlines()
-    def total(name):
-        return sum(float(r.rsplit(" ", 1)[1]) for r in rows if r.startswith(name) and f'endpoint="{endpoint}"' in r)
-    return total("dept_requests_in_flight{"), total("dept_requests_total{")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {"dept_requests_in_flight": 0.0, "dept_requests_total": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            if sample.name in found and sample.labels.get("endpoint") == endpoint:
+                found[sample.name] += sample.value
+    return found["dept_requests_in_flight"], found["dept_requests_total"]
 
 
 def test_sigterm_with_requests_in_flight_loses_none(server):
