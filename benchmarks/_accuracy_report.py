@@ -165,8 +165,12 @@ def markdown(record: dict) -> str:
     for key, m in record["means_over_cleared"].items():
         lines.append(f"- {key.replace('dept', 'DePT').replace('pt', 'PT').replace('lora', 'LoRA')}: "
                      + (f"{_ci(m)} points over {', '.join(m['cells'])}" if m else "no such task yet"))
-    lines += ["", "| target | measured | hit |", "|---|---|---|"]
-    lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['hit'] else 'no'} |" for t in record["targets"]]
+    if record["targets"]:
+        lines += ["", "| target | measured | hit |", "|---|---|---|"]
+        lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['hit'] else 'no'} |"
+                  for t in record["targets"]]
+    else:
+        lines += ["", "Targets: not measured (no task clears the floor yet)."]
     equal = [c for c in done if "dept-equal-time" in c["methods"] and c["methods"]["dept-equal-time"].get("seeds")]
     if equal:
         lines += ["", "At equal wall-clock time (DePT given the steps that take PT's training time):", "",

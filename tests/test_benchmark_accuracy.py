@@ -162,6 +162,20 @@ def test_the_report_scores_intervals_and_floor(study, tmp_path):
     json.dumps(report.without_replicates(record))  # what accuracy-<mode>.json holds
 
 
+def test_a_grid_where_nothing_clears_the_floor_states_no_target(study):
+    for j in accuracy.plan("t"):
+        if j.kind == "search":
+            fake_search(j)
+    for j in accuracy.plan("t"):
+        if j.kind == "seed":
+            fake_run(j, 0.5)  # every method, LoRA included, at about the majority floor
+    record = report.analyse(study, accuracy.RECORD / "t", None)
+    assert record["cells"][0]["clears_floor"] is False and record["targets"] == []
+    text = report.markdown(record)
+    assert "Targets: not measured (no task clears the floor yet)." in text
+    assert "| target | measured | hit |" not in text
+
+
 def test_paired_bootstrap_narrows_with_pairing_and_resamples_seeds():
     test = load_task("demo", "test")[:TEST_N]
     rng = np.random.default_rng(0)
