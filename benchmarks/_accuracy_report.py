@@ -200,7 +200,8 @@ def markdown(record: dict) -> str:
 
 
 def plot(record: dict, path: Path) -> None:
-    """DePT − PT and DePT − LoRA per cell with 95% intervals, and their means over cleared tasks."""
+    """DePT − PT (also at equal time) and DePT − LoRA per cell with 95% intervals, and the means
+    over cleared tasks."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,7 +211,10 @@ def plot(record: dict, path: Path) -> None:
             for c in record["cells"] if c["differences"]]
     rows += [("mean (cleared)", {k: v for k, v in record["means_over_cleared"].items() if v})]
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
-    for offset, key, colour in ((-0.15, "dept - pt", "tab:blue"), (0.15, "dept - lora", "tab:orange")):
+    series = ((-0.2, "dept - pt", "DePT − PT", "tab:blue"),
+              (0.0, "dept-equal-time - pt", "DePT − PT at equal time", "tab:green"),
+              (0.2, "dept - lora", "DePT − LoRA", "tab:orange"))
+    for offset, key, label, colour in series:
         ys, xs, lo, hi = [], [], [], []
         for i, (_, diffs) in enumerate(rows):
             if key in diffs:
@@ -220,8 +224,7 @@ def plot(record: dict, path: Path) -> None:
                 lo.append((d["difference"] - d["low"]) / POINT)
                 hi.append((d["high"] - d["difference"]) / POINT)
         if xs:
-            ax.errorbar(xs, ys, xerr=[lo, hi], fmt="o", capsize=3, color=colour,
-                        label=key.replace("dept", "DePT").replace("pt", "PT").replace("lora", "LoRA"))
+            ax.errorbar(xs, ys, xerr=[lo, hi], fmt="o", capsize=3, color=colour, label=label)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=8)
     ax.invert_yaxis()
