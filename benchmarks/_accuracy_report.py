@@ -11,6 +11,8 @@ from pathlib import Path
 import _stats
 
 POINT = 0.01  # metrics are fractions; one point is 0.01
+DIFFERENCES = {"dept - pt": "DePT − PT", "dept-equal-time - pt": "DePT − PT at equal time",
+               "dept - lora": "DePT − LoRA"}  # what the report and the figure call each difference
 
 
 def finished_trials(search: Path) -> int:
@@ -163,7 +165,7 @@ def markdown(record: dict) -> str:
                      f"{_ci(c['differences'].get('dept - lora'))} |")
     lines += ["", "Mean over the tasks where LoRA clears the majority floor:", ""]
     for key, m in record["means_over_cleared"].items():
-        lines.append(f"- {key.replace('dept', 'DePT').replace('pt', 'PT').replace('lora', 'LoRA')}: "
+        lines.append(f"- {DIFFERENCES[key]}: "
                      + (f"{_ci(m)} points over {', '.join(m['cells'])}" if m else "no such task yet"))
     if record["targets"]:
         lines += ["", "| target | measured | hit |", "|---|---|---|"]
@@ -211,10 +213,9 @@ def plot(record: dict, path: Path) -> None:
             for c in record["cells"] if c["differences"]]
     rows += [("mean (cleared)", {k: v for k, v in record["means_over_cleared"].items() if v})]
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
-    series = ((-0.2, "dept - pt", "DePT − PT", "tab:blue"),
-              (0.0, "dept-equal-time - pt", "DePT − PT at equal time", "tab:green"),
-              (0.2, "dept - lora", "DePT − LoRA", "tab:orange"))
-    for offset, key, label, colour in series:
+    series = ((-0.2, "dept - pt", "tab:blue"), (0.0, "dept-equal-time - pt", "tab:green"),
+              (0.2, "dept - lora", "tab:orange"))
+    for offset, key, colour in series:
         ys, xs, lo, hi = [], [], [], []
         for i, (_, diffs) in enumerate(rows):
             if key in diffs:
@@ -224,7 +225,7 @@ def plot(record: dict, path: Path) -> None:
                 lo.append((d["difference"] - d["low"]) / POINT)
                 hi.append((d["high"] - d["difference"]) / POINT)
         if xs:
-            ax.errorbar(xs, ys, xerr=[lo, hi], fmt="o", capsize=3, color=colour, label=label)
+            ax.errorbar(xs, ys, xerr=[lo, hi], fmt="o", capsize=3, color=colour, label=DIFFERENCES[key])
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=8)
     ax.invert_yaxis()
