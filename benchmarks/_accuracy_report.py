@@ -191,8 +191,11 @@ def markdown(record: dict) -> str:
         for method, m in c["methods"].items():
             s = m.get("search") or {}
             rates = ", ".join(f"{k} {v:.3g}" for k, v in (s.get("best_params") or {}).items())
-            lines.append(f"| {c['model']} | {c['task']} | {method} | {m.get('trainable_params', 0):,} | "
-                         f"{m.get('train_seconds', 0):.0f} | {s.get('complete', 0)}/{s.get('pruned', 0)} | "
+            # A method whose seed runs have not started has no parameter count or train time yet: '–', not 0.
+            params = f"{m['trainable_params']:,}" if "trainable_params" in m else "–"
+            train = f"{m['train_seconds']:.0f}" if "train_seconds" in m else "–"
+            lines.append(f"| {c['model']} | {c['task']} | {method} | {params} | "
+                         f"{train} | {s.get('complete', 0)}/{s.get('pruned', 0)} | "
                          f"{s.get('best_value') or float('nan'):.3f} | {rates} | {s.get('wall_seconds') or 0:.0f} | "
                          f"{m.get('wall_seconds', 0):.0f} |")
     missing = [f"{c['model']} {c['task']}" for c in record["cells"] if not c["methods"]]
