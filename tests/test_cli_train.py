@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from dept.cli.main import main
 from dept.config import DeptConfig
 from dept.model import DeptModel
-from dept.training.options import TrainOptions
+from dept.training.options import LOWRANK_LR_PER_RMS, PROMPT_LR_PER_RMS, TrainOptions
 
 D = 32  # hidden size of the tiny models
 
@@ -51,6 +51,12 @@ def test_writes_adapter_results_metrics_and_curves(run, llama_dir):
     assert r_json["train_seconds"] > 0 and r_json["train_examples_per_second"] > 0
     assert set(r_json["test"]) == {"accuracy"} and 0 <= r_json["test"]["accuracy"] <= 1
     assert r_json["before_training"] == {"accuracy": validation_lines(run)[0]["accuracy"]}
+    # The rates as resolved (the scale-aware defaults here), not the schedule's 0.0 at warmup step 0.
+    rates = r_json["learning_rates"]
+    assert set(rates) == {"prompt", "lowrank"} and rates["lowrank"] > 0
+    assert rates["prompt"] / rates["lowrank"] == pytest.approx(PROMPT_LR_PER_RMS / LOWRANK_LR_PER_RMS)
+    logged = [line["lr_prompt"] for line in read_jsonl(run / "metrics.jsonl") if "lr_prompt" in line]
+    assert logged and max(logged) <= rates["prompt"] * (1 + 1e-9)
 
 
 def test_test_predictions_are_kept_in_split_order_and_score_as_the_results(run):

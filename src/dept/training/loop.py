@@ -144,12 +144,14 @@ def setup(options: TrainOptions) -> Run:
     collator = Collator(tokenizer, family, max_length, max_target_length=options.max_target_length,
                         pad_to_max_length=options.pad_to_max_length, truncate=truncate)
     groups = param_groups(model, options, rms)
+    # Read before the scheduler exists: it sets every group's lr to warmup step 0's (0.0) at once.
+    rates = {g["name"]: g["lr"] for g in groups}
     optimizer = torch.optim.AdamW(groups)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(options), options.max_steps)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     run = Run(options, out, accelerator, data, wrapped, accelerator.unwrap_model(wrapped), optimizer, scheduler,
               collator, outputs.MetricsLog(out / outputs.METRICS, enabled=main),
-              {g["name"]: g["lr"] for g in groups}, TrainState(), wall_start)
+              rates, TrainState(), wall_start)
 
     if checkpoint is not None:
         record = load_checkpoint(checkpoint, trainable=dict(run.plain.trainable_parameters()), optimizer=optimizer, scheduler=scheduler,
