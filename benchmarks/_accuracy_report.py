@@ -79,8 +79,7 @@ def analyse(study, runs: Path, data: Path) -> dict:
                 "trainable_params": results[0]["trainable_params"],
                 "steps": statistics.mean(r["steps"] for r in results),
                 "train_seconds": statistics.mean(r["train_seconds"] for r in results),
-                "wall_seconds": sum(r["wall_seconds"] for r in results),
-                "learning_rates": results[0].get("learning_rates"), "search": search}
+                "wall_seconds": sum(r["wall_seconds"] for r in results), "search": search}
         if not scored:
             cells.append(cell)
             continue
@@ -141,6 +140,11 @@ def _ci(d: dict | None) -> str:
     return f"{d['difference'] / POINT:+.1f} [{d['low'] / POINT:+.1f}, {d['high'] / POINT:+.1f}]"
 
 
+def _number(value: float | None, spec: str = ".3f") -> str:
+    """A table entry: '–' for what is not measured (a best validation of 0.0 is a measurement)."""
+    return "–" if value is None else format(value, spec)
+
+
 def _score(m: dict | None) -> str:
     if not m or not m.get("seeds"):
         return "–"
@@ -160,7 +164,7 @@ def markdown(record: dict) -> str:
         ms = c["methods"]
         clears = {True: "yes", False: "**no**", None: "–"}[c.get("clears_floor")]
         lines.append(f"| {c['model']} | {c['task']} | {c['metric']} | {c['test_examples']} | "
-                     f"{c.get('floor', float('nan')):.3f} | {_score(ms.get('dept'))} | {_score(ms.get('pt'))} | "
+                     f"{_number(c.get('floor'))} | {_score(ms.get('dept'))} | {_score(ms.get('pt'))} | "
                      f"{_score(ms.get('lora'))} | {clears} | {_ci(c['differences'].get('dept - pt'))} | "
                      f"{_ci(c['differences'].get('dept - lora'))} |")
     lines += ["", "Mean over the tasks where LoRA clears the majority floor:", ""]
@@ -191,13 +195,11 @@ def markdown(record: dict) -> str:
         for method, m in c["methods"].items():
             s = m.get("search") or {}
             rates = ", ".join(f"{k} {v:.3g}" for k, v in (s.get("best_params") or {}).items())
-            # A method whose seed runs have not started has no parameter count or train time yet: '–', not 0.
-            params = f"{m['trainable_params']:,}" if "trainable_params" in m else "–"
-            train = f"{m['train_seconds']:.0f}" if "train_seconds" in m else "–"
-            lines.append(f"| {c['model']} | {c['task']} | {method} | {params} | "
-                         f"{train} | {s.get('complete', 0)}/{s.get('pruned', 0)} | "
-                         f"{s.get('best_value') or float('nan'):.3f} | {rates} | {s.get('wall_seconds') or 0:.0f} | "
-                         f"{m.get('wall_seconds', 0):.0f} |")
+            # What a method has not done yet (no seed runs, no finished search) is '–', not 0.
+            lines.append(f"| {c['model']} | {c['task']} | {method} | {_number(m.get('trainable_params'), ',')} | "
+                         f"{_number(m.get('train_seconds'), '.0f')} | {s.get('complete', 0)}/{s.get('pruned', 0)} | "
+                         f"{_number(s.get('best_value'))} | {rates} | {_number(s.get('wall_seconds'), '.0f')} | "
+                         f"{_number(m.get('wall_seconds'), '.0f')} |")
     missing = [f"{c['model']} {c['task']}" for c in record["cells"] if not c["methods"]]
     if missing:
         lines += ["", "Not run yet: " + ", ".join(missing) + "."]

@@ -35,10 +35,10 @@ def study(tmp_path, monkeypatch):
     return s
 
 
-def fake_search(job: Job) -> None:
+def fake_search(job: Job, best: float = 0.7) -> None:
     job.out.mkdir(parents=True, exist_ok=True)
     (job.out / "trials.csv").write_text("number,state,value,learning_rate,last_step,output_dir\n"
-                                        "0,COMPLETE,0.7,0.03,10,\n1,PRUNED,,0.3,5,\n")
+                                        f"0,COMPLETE,{best},0.03,10,\n1,PRUNED,,0.3,5,\n")
     (job.out / "best.yaml").write_text("learning_rate: 0.03\n")
     job.keep(5.0)
 
@@ -174,6 +174,15 @@ def test_a_grid_where_nothing_clears_the_floor_states_no_target(study):
     text = report.markdown(record)
     assert "Targets: not measured (no task clears the floor yet)." in text
     assert "| target | measured | hit |" not in text
+
+
+def test_a_cell_with_only_a_search_shows_its_measurements_and_dashes_for_the_rest(study):
+    search = next(j for j in accuracy.plan("t") if j.kind == "search")
+    fake_search(search, best=0.0)  # Matthews 0.0 on every trial is a measurement, not a missing value
+    text = report.markdown(report.analyse(study, accuracy.RECORD / "t", None))
+    assert "| m | demo | accuracy | 40 | – | – | – | – | – | – | – |" in text  # no floor without seed runs
+    assert "| m | demo | dept | – | – | 1/1 | 0.000 | learning_rate 0.03 | 5 | – |" in text
+    assert "nan" not in text
 
 
 def test_paired_bootstrap_narrows_with_pairing_and_resamples_seeds():
