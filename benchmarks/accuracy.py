@@ -90,6 +90,7 @@ MODES = {
         # holds two cells. SST-2 on both models comes first (the second model is the question
         # the issue asks; SST-2 is the task every method clears), then CoLA, MRPC, RTE, the
         # regression task and the tiny test splits (COPA 50, CB 28). BoolQ is not in the data.
+        # Run: the first three cells (~10 h in five sessions); the rest were cut (docs/benchmarks.md).
         [("smollm2-135m", "sst2"), ("gemma3-270m", "sst2"), ("smollm2-135m", "cola"), ("smollm2-135m", "mrpc"),
          ("smollm2-135m", "rte"), ("smollm2-135m", "stsb"), ("smollm2-135m", "copa"), ("smollm2-135m", "cb"),
          ("gemma3-270m", "rte")],
