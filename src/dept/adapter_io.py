@@ -1,11 +1,11 @@
 """Adapter files: `adapter_config.json` + `adapter_model.safetensors`, in PEFT's layout.
 
-Loading checks everything (config fields, base model match, tensor names and shapes)
-before touching the model, so a refused adapter leaves the model exactly as it was.
+`trained.read_trained` reads a folder whole through these functions and checks everything
+(config fields, tensor names and shapes, then the base model) before touching a model, so a
+refused adapter leaves the model exactly as it was.
 No pickle anywhere: JSON and safetensors only (PEFT's and the reference code's folders are
 read through interop.py, whose .bin files go through torch's weights-only loader). These
-functions take the adapter and the facts of the base model as arguments;
-`DeptModel.save_adapter` / `load_adapter` call them.
+functions take the adapter and the facts of the base model as arguments.
 """
 
 from __future__ import annotations
@@ -102,55 +102,44 @@ def read_adapter_config(directory: str | Path) -> tuple[DeptConfig, dict]:
     return config, base
 
 
-def _check_base(facts: dict, recorded: dict, path: Path) -> None:
+def check_base(facts: dict, recorded: dict, path: Path) -> None:
+    """Refuse a base model whose family, width or vocabulary differs from the one recorded."""
     for key in ("model_type", "model_family", "hidden_size", "vocab_size"):
         if key in recorded and recorded[key] != facts[key]:
             raise AdapterFileError(f"{path}: adapter was trained for {key}={recorded[key]!r}, "
                                    f"but the base model has {key}={facts[key]!r}")
 
 
-def _read_tensors(path: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, Tensor]:
+def read_adapter_tensors(directory: Path, config: DeptConfig,
+                         expected: dict[str, tuple[int, ...]]) -> dict[str, Tensor]:
+    """The tensors of an adapter folder (dept's safetensors, or a foreign folder through interop.py),
+    under dept's names, each checked against the shape its config implies."""
+    foreign = _foreign_kind(directory)
+    if foreign:
+        tensors = interop.foreign_tensors(directory, config, foreign)
+        source = directory
+    else:
+        source = directory / WEIGHTS_NAME
+        tensors = _load_safetensors(source)
+    if set(tensors) != set(expected):
+        raise AdapterFileError(f"{source}: holds tensors {sorted(tensors)}, expected {sorted(expected)}")
+    for name, shape in expected.items():
+        if tuple(tensors[name].shape) != shape:
+            raise AdapterFileError(f"{source}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                                   f"expected {shape} from the config")
+    return tensors
+
+
+def _load_safetensors(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise AdapterFileError(f"{path}: missing")
     try:
-        tensors = load_file(str(path))
+        return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise AdapterFileError(f"{path}: corrupt or not a safetensors file ({err})") from err
-    if set(tensors) != set(expected):
-        raise AdapterFileError(f"{path}: holds tensors {sorted(tensors)}, expected {sorted(expected)}")
-    for name, shape in expected.items():
-        if tuple(tensors[name].shape) != shape:
-            raise AdapterFileError(f"{path}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
-                                   f"expected {shape} from the config")
-    return tensors
 
 
 def _foreign_kind(directory: Path) -> str | None:
     """PEFT's peft_type of a foreign adapter folder (read_adapter_config has checked it), else None."""
     record = json.loads((directory / CONFIG_NAME).read_text())
     return record["peft_type"] if interop.is_foreign(record) else None
-
-
-def _check_shapes(tensors: dict[str, Tensor], expected: dict[str, tuple[int, ...]], directory: Path) -> dict:
-    for name, shape in expected.items():
-        if tuple(tensors[name].shape) != shape:
-            raise AdapterFileError(f"{directory}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
-                                   f"expected {shape} from the config")
-    return tensors
-
-
-def read_adapter(directory: str | Path, base_facts: dict) -> tuple[DeptConfig, dict[str, Tensor]]:
-    """Read and check an adapter folder against the base model's facts: (config, tensors).
-    Nothing is attached anywhere, so a refused adapter changes nothing."""
-    directory = Path(directory)
-    config, recorded = read_adapter_config(directory)
-    _check_base(base_facts, recorded, directory / CONFIG_NAME)
-    try:
-        probe = DeptAdapter(config, base_facts["hidden_size"])  # shapes only; not attached
-    except ConfigError as err:
-        raise AdapterFileError(f"{directory / CONFIG_NAME}: {err}") from err
-    foreign = _foreign_kind(directory)
-    if foreign:
-        tensors = interop.foreign_tensors(directory, config, foreign)
-        return config, _check_shapes(tensors, probe.expected_shapes(), directory)
-    return config, _read_tensors(directory / WEIGHTS_NAME, probe.expected_shapes())

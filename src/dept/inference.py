@@ -5,34 +5,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .adapter_io import read_adapter_config
 from .data import Collator
 from .model import DeptModel
-from .tasks import TaskMeta
-from .tasks.custom import register_described
+from .trained import TrainedAdapter, read_trained
 
 
 @dataclass
 class Loaded:
     model: DeptModel
     collator: Collator
-    task: TaskMeta
-    """What the adapter records of its task (name, target words, decoder, split protocol)."""
+    adapter: TrainedAdapter
+    """The adapter as read: its task (resolved), how its answers are read, its config."""
 
 
 def load_trained(adapter_dir: str | Path, base_model: str | None = None, device: str | None = None) -> Loaded:
     """The adapter in `adapter_dir` on its base model (or `base_model` if given)."""
-    config, base = read_adapter_config(adapter_dir)
-    meta = TaskMeta.from_dict(config.task)
-    register_described(meta.custom)  # a user's own task is read as training read it
-    name = base_model or base.get("base_model_name_or_path")
-    if not name:
-        raise ValueError(f"{adapter_dir}: the adapter does not name its base model; pass --model")
-    model = DeptModel.from_pretrained(name, family=base.get("model_family"))
-    model.load_adapter(adapter_dir)
+    trained = read_trained(adapter_dir)
+    model = DeptModel.from_pretrained(trained.base_model(base_model), family=trained.base.get("model_family"))
+    model.load_adapter(trained)
     if device:
         model.to(device)
-    return Loaded(model, adapter_collator(model, config), meta)
+    return Loaded(model, adapter_collator(model, trained.config), trained)
 
 
 def adapter_collator(model: DeptModel, config) -> Collator:

@@ -6,7 +6,7 @@
     update row j      |scale·(A·B)[j]|, the change made to the j-th real input token, and its
                       share of the mean norm of a token embedding
 
-Pure arithmetic over the config, the tensors and the embedding table (V x d), taken as
+Pure arithmetic over a trained adapter (its config and tensors) and the embedding table (V x d), taken as
 arguments; `dept inspect` passes the table as the model receives it (the embedding module's
 output for every id, so a scale inside the module, as Gemma's √d, counts). docs/method.md says what these numbers do not mean.
 """
@@ -18,12 +18,13 @@ from pathlib import Path
 from torch import Tensor
 from torch.nn import functional as F
 
-from .config import DeptConfig
+from .trained import TrainedAdapter
 
 
-def inspect_adapter(config: DeptConfig, tensors: dict[str, Tensor], table: Tensor, tokens=None,
-                    top_k: int = 5) -> dict:
-    """The report as a JSON-ready dict. `tokens(ids) -> strings` names vocabulary rows (ids if None)."""
+def inspect_adapter(adapter: TrainedAdapter, table: Tensor, tokens=None, top_k: int = 5) -> dict:
+    """The report as a JSON-ready dict. `tokens(ids) -> strings` names vocabulary rows (ids if None).
+    The tensors are found by the roles the adapter gives them (prompt, lowrank), not by file keys."""
+    config = adapter.config
     E = table.detach().float().cpu()                                   # (V, d)
     V, d = E.shape
     rms = float(E.pow(2).mean().sqrt())
@@ -32,8 +33,7 @@ def inspect_adapter(config: DeptConfig, tensors: dict[str, Tensor], table: Tenso
                     "scale": config.scale, "vocab_size": V, "hidden_size": d, "embedding_rms": rms,
                     "mean_embedding_norm": mean_norm, "top_k": top_k}
     name = tokens or (lambda ids: [str(i) for i in ids])
-    P = tensors.get("prompt")
-    if P is not None:
+    for P in adapter.role("prompt"):
         P = P.detach().float().cpu()                                   # (m, d)
         cosine = F.normalize(P, dim=1) @ F.normalize(E, dim=1).T       # (m, V)
         sims, ids = cosine.topk(min(top_k, V), dim=1)                  # (m, k)
@@ -51,8 +51,10 @@ def inspect_adapter(config: DeptConfig, tensors: dict[str, Tensor], table: Tenso
             "tokens": [{"id": t, "token": name([t])[0], "vectors": n}
                        for t, n in sorted(shared.items(), key=lambda item: (-item[1], item[0]))]}
         report["prompt_cosine"] = (F.normalize(P, dim=1) @ F.normalize(P, dim=1).T).tolist()  # (m, m)
-    if "lora_a" in tensors:
-        U = config.scale * (tensors["lora_a"].float().cpu() @ tensors["lora_b"].float().cpu())  # (s, d)
+    lowrank = adapter.role("lowrank")
+    if lowrank:
+        A, B = (t.detach().float().cpu() for t in lowrank)              # (s, r), (r, d)
+        U = config.scale * (A @ B)                                     # (s, d)
         norms = U.norm(dim=1)                                          # (s,)
         share = norms / mean_norm
         report["update"] = {"norms": norms.tolist(), "share": share.tolist(), "max_share": float(share.max()),

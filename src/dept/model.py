@@ -35,6 +35,7 @@ from .head import head_logits, head_loss
 from .layout import insert_prompts, real_token_positions
 from .pretrained import load_base
 from .scoring import target_window
+from .trained import TrainedAdapter, read_trained
 
 DEFAULT_ADAPTER = "default"
 
@@ -373,12 +374,13 @@ class DeptModel(nn.Module):
         adapter = self.dept_adapters[self._check_name(adapter_name or self.active_adapter)]
         adapter_io.save_adapter(directory, adapter, self.base_facts(), **metadata)
 
-    def load_adapter(self, directory, adapter_name: str = DEFAULT_ADAPTER) -> DeptAdapter:
-        """Read an adapter folder and add it as `adapter_name` (made active). Everything is
-        checked before the model is touched, so a refused adapter leaves it as it was."""
+    def load_adapter(self, adapter, adapter_name: str = DEFAULT_ADAPTER) -> DeptAdapter:
+        """Add a trained adapter (a `TrainedAdapter`, or its folder) as `adapter_name`, made active.
+        Everything is checked before the model is touched, so a refused adapter leaves it as it was."""
         if adapter_name in self.dept_adapters:
             raise adapter_io.AdapterFileError(f"an adapter named {adapter_name!r} is already loaded")
-        config, tensors = adapter_io.read_adapter(directory, self.base_facts())
-        adapter = self.add_adapter(adapter_name, config, initialise=False)
-        adapter.load_tensors(tensors)
-        return adapter
+        trained = adapter if isinstance(adapter, TrainedAdapter) else read_trained(adapter)
+        trained.check_base(self.base_facts())
+        attached = self.add_adapter(adapter_name, trained.fresh_config(), initialise=False)
+        attached.load_tensors(dict(trained.tensors))
+        return attached

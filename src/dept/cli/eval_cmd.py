@@ -49,24 +49,26 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..evaluation import evaluate
     from ..inference import load_trained
-    from ..tasks import load_task, qa_scoring_for
+    from ..tasks import get_task, load_task, qa_scoring_for
+    from ..tasks.custom import CustomTask
 
     options = options_from_args(args, EvalOptions)
     loaded = load_trained(options.adapter, options.model_name_or_path)
-    meta = loaded.task
-    task = options.task or meta.task
-    if not task:
+    meta = loaded.adapter.meta
+    task = get_task(options.task) if options.task else loaded.adapter.task
+    if task is None:
         raise UserError(f"--adapter {options.adapter}: the adapter names no task; pass --task")
     if options.test_file:
         if not meta.custom:
-            raise UserError(f"--test_file: adapter {options.adapter} was trained on the built-in task {task!r}; "
+            raise UserError(f"--test_file: adapter {options.adapter} was trained on the built-in task {task.name!r}; "
                             f"score it with --data_dir and --split")
-        from ..tasks.custom import CustomTask
-
         examples = CustomTask.from_description(meta.custom).read_split(options.test_file)
         split = options.test_file
+    elif meta.custom and not options.task:
+        raise UserError(f"--adapter {options.adapter}: trained on your own task {task.name!r}, whose files dept "
+                        f"does not keep; pass the file to score with --test_file")
     else:
-        examples = load_task(task, options.split, options.data_dir,
+        examples = load_task(task.name, options.split, options.data_dir,
                              protocol=options.protocol or meta.protocol,
                              seed=options.split_seed if options.split_seed is not None else meta.split_seed,
                              target_words=meta.target_words, from_hub=options.from_hub)
@@ -78,6 +80,6 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate(loaded.model, loaded.collator, task, examples, decoder=decoder,
                        target_words=meta.target_words, batch_size=options.per_device_eval_batch_size,
                        max_new_tokens=options.max_new_tokens, qa_scoring=qa_scoring)
-    print(json.dumps({"task": task, "split": split, "examples": len(examples), "decoder": decoder,
+    print(json.dumps({"task": task.name, "split": split, "examples": len(examples), "decoder": decoder,
                       **({"qa_scoring": qa_scoring} if qa_scoring else {}), **metrics}))
     return 0

@@ -33,13 +33,13 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..adapter_io import read_adapter, read_adapter_config
     from ..interop import export_peft
+    from ..trained import read_trained
 
     options = options_from_args(args, ExportOptions)
-    config, recorded = read_adapter_config(args.adapter)
-    _, tensors = read_adapter(args.adapter, recorded)  # checked against its own record
-    out = export_peft(config, tensors, recorded, options.output_dir, source=args.adapter)
-    print(json.dumps({"format": options.to, "output_dir": str(out), "prompt_length": config.prompt_length,
-                      "hidden_size": recorded["hidden_size"], "model_family": recorded.get("model_family")}))
+    trained = read_trained(args.adapter)  # checked against its own record
+    out = export_peft(trained.config, dict(trained.tensors), dict(trained.base), options.output_dir,
+                      source=args.adapter)
+    print(json.dumps({"format": options.to, "output_dir": str(out), "prompt_length": trained.config.prompt_length,
+                      "hidden_size": trained.base["hidden_size"], "model_family": trained.base.get("model_family")}))
     return 0

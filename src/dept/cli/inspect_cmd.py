@@ -32,24 +32,23 @@ def add_parser(subparsers, parents) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..adapter_io import base_model_facts, read_adapter, read_adapter_config
-    from ..errors import UserError
+    import torch
+
+    from ..adapter_io import base_model_facts
     from ..inspect import format_report, inspect_adapter, plot_report
     from ..pretrained import load_base
+    from ..trained import read_trained
 
     options = options_from_args(args, InspectOptions)
-    _, recorded = read_adapter_config(args.adapter)
-    name = options.model_name_or_path or recorded.get("base_model_name_or_path")
-    if not name:
-        raise UserError(f"{args.adapter}: the adapter does not name its base model; pass --model")
-    base, tokenizer, family = load_base(name, family=recorded.get("model_family"))
-    config, tensors = read_adapter(args.adapter, base_model_facts(base, family.name))
-    import torch
+    trained = read_trained(args.adapter)
+    base, tokenizer, family = load_base(trained.base_model(options.model_name_or_path),
+                                        family=trained.base.get("model_family"))
+    trained.check_base(base_model_facts(base, family.name))
 
     embedding = base.get_input_embeddings()
     with torch.no_grad():  # the rows as the model receives them (Gemma scales its table by √d inside)
         table = embedding(torch.arange(embedding.num_embeddings, device=embedding.weight.device))  # (V, d)
-    report = inspect_adapter(config, tensors, table, tokens=tokenizer.convert_ids_to_tokens, top_k=options.top_k)
+    report = inspect_adapter(trained, table, tokens=tokenizer.convert_ids_to_tokens, top_k=options.top_k)
     if options.plot:
         report["plot"] = str(plot_report(report, options.plot))
     if options.json:

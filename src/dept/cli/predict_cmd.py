@@ -71,21 +71,10 @@ def read_inputs(stream, name: str) -> list[tuple[int, object]]:
     return inputs
 
 
-def to_sources(inputs: list[tuple[int, object]], task: str | None, name: str) -> list[str]:
-    from ..tasks import get_task
-    from ..tasks.templates import format_source
-
-    spec = get_task(task) if task else None
-    sources = []
-    for number, item in inputs:
-        if isinstance(item, str):
-            sources.append(item)
-        elif spec is None:
-            raise UserError(f"{name}, line {number}: raw fields need the adapter's task, and this adapter names "
-                            f"none; give the formatted input as 'source'")
-        else:
-            sources.append(format_source(spec, item, where=f"{name}, line {number}"))
-    return sources
+def to_sources(inputs: list[tuple[int, object]], adapter, name: str) -> list[str]:
+    """Each input as the adapter's formatted source text (raw fields go through its task's template)."""
+    return [item if isinstance(item, str) else adapter.source(item, where=f"{name}, line {number}")
+            for number, item in inputs]
 
 
 def check_lengths(collator, sources: list[str], numbers: list[int], policy: str, name: str) -> None:
@@ -105,9 +94,8 @@ def check_lengths(collator, sources: list[str], numbers: list[int], policy: str,
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import predict, regression_range
+    from ..evaluation import predict
     from ..inference import load_trained
-    from ..tasks import candidate_targets
 
     options = options_from_args(args, PredictOptions)
     name = "<stdin>" if options.input == "-" else options.input
@@ -122,20 +110,15 @@ def run(args: argparse.Namespace) -> int:
         except UnicodeDecodeError:
             raise UserError(f"--input {options.input}: not UTF-8 text") from None
     loaded = load_trained(options.adapter, options.model_name_or_path)
-    meta = loaded.task
-    sources = to_sources(inputs, meta.task, name)
-    adapter_config = loaded.model.dept_adapters[loaded.model.active_adapter].config
-    policy = options.on_overflow or adapter_config.on_overflow
+    adapter = loaded.adapter
+    sources = to_sources(inputs, adapter, name)
+    policy = options.on_overflow or adapter.config.on_overflow
     check_lengths(loaded.collator, sources, [n for n, _ in inputs], policy, name)
     collator = replace(loaded.collator, truncate=True)  # overflow was refused or reported above
-    candidates = score_range = None
-    if meta.task:
-        candidates = candidate_targets(meta.task, meta.target_words)
-        score_range = regression_range(meta.task)
     examples = [SimpleNamespace(source=s, target="", label=None) for s in sources]
-    predictions = predict(loaded.model, collator, examples, decoder=options.decoder or meta.decoder,
-                          candidates=candidates, batch_size=options.per_device_eval_batch_size,
-                          max_new_tokens=options.max_new_tokens, score_range=score_range)
+    predictions = predict(loaded.model, collator, examples, decoder=options.decoder or adapter.meta.decoder,
+                          candidates=adapter.candidates, batch_size=options.per_device_eval_batch_size,
+                          max_new_tokens=options.max_new_tokens, score_range=adapter.score_range)
     for source, prediction in zip(sources, predictions):
         print(json.dumps({"source": source, "prediction": prediction}))
     return 0

@@ -71,17 +71,17 @@ def build(options: ServeOptions):
     """(FastAPI app, engine) with every adapter loaded and checked against the one base model."""
     import torch
 
-    from ..adapter_io import read_adapter_config
     from ..model import DeptModel
     from ..serving.app import Limits, create_app
     from ..serving.engine import Engine
+    from ..trained import read_trained
 
     named = options.named_adapters()
     base = options.model_name_or_path
     if base is None:
         if not named:
             raise OptionError("give --model, or at least one --adapter / --adapters_dir to take it from")
-        base = read_adapter_config(next(iter(named.values())))[1].get("base_model_name_or_path")
+        base = read_trained(next(iter(named.values()))).base_model()
     cuda = torch.cuda.is_available()
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
         options.dtype, torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32)

@@ -9,9 +9,10 @@ from typing import Any
 from ..data import Collator
 from ..errors import UserError
 from ..model import DeptModel
-from ..tasks import TaskMeta, candidate_targets, get_task
-from ..tasks.custom import register_described
+from ..inference import adapter_collator
+from ..tasks import TaskMeta, TaskSpec, candidate_targets
 from ..tasks.templates import format_source
+from ..trained import TrainedAdapter
 
 
 class RequestError(UserError):
@@ -33,20 +34,22 @@ class Served:
     on_overflow: str
     prompt_length: int
     rank: int
+    task: TaskSpec | None = None
+    """The adapter's own task (a built-in row or the user's task it was trained on)."""
 
     @property
     def candidates(self) -> list[str] | None:
-        return candidate_targets(self.meta.task, self.meta.target_words) if self.meta.task else None
+        return candidate_targets(self.task, self.meta.target_words) if self.task else None
 
     def source(self, item: dict[str, Any] | str, where: str) -> str:
         """A classify input as the adapter's formatted source text."""
         if isinstance(item, str):
             return item
-        if not self.meta.task:
+        if self.task is None:
             raise RequestError(f"{where}: adapter {self.name!r} names no task, so raw fields cannot be "
                                f"formatted; send the formatted text as a string", param="input")
         try:
-            return format_source(get_task(self.meta.task), item, where=where)
+            return format_source(self.task, item, where=where)
         except UserError as err:
             raise RequestError(str(err), param="input") from None
 
@@ -61,13 +64,8 @@ class Served:
         return True
 
 
-def describe(model: DeptModel, path: str | Path, name: str) -> Served:
-    """The serving record of adapter `name`, already loaded on `model` from `path`."""
-    from ..inference import adapter_collator
-
-    adapter = model.dept_adapters[name]
-    config = adapter.config
-    register_described(TaskMeta.from_dict(config.task).custom)
-    return Served(name, str(path), TaskMeta.from_dict(config.task),
-                  replace(adapter_collator(model, config), truncate=True),
-                  config.on_overflow, config.prompt_length, config.rank)
+def describe(model: DeptModel, trained: TrainedAdapter, name: str) -> Served:
+    """The serving record of adapter `name`, already loaded on `model` from `trained`."""
+    config = trained.config
+    return Served(name, str(trained.path), trained.meta, replace(adapter_collator(model, config), truncate=True),
+                  config.on_overflow, config.prompt_length, config.rank, trained.task)

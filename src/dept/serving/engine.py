@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..data import pad_rows
+from ..trained import read_trained
 from .adapters import RequestError, Served, describe
 from .decode import Row, generate_rows
 
@@ -85,11 +86,13 @@ class Engine:
 
     # ----- adapters (run on the worker thread) ---------------------------------------------
     def load_adapter(self, name: str, path: str) -> Served:
+        trained = read_trained(path)  # files are read and checked here, not on the worker
+
         def action():
             if name in self.adapters:
                 raise RequestError(f"an adapter named {name!r} is already served", status=409, param="name")
-            self.model.load_adapter(path, adapter_name=name)
-            self.adapters[name] = describe(self.model, path, name)
+            self.model.load_adapter(trained, adapter_name=name)
+            self.adapters[name] = describe(self.model, trained, name)
             return self.adapters[name]
         return self._control(action)
 

@@ -11,7 +11,7 @@ from dept.tasks.errors import TaskDataError, TaskError
 from dept.tasks.meta import DECODERS, TaskMeta
 from dept.tasks.metrics import QA_SCORINGS, compute_metrics, main_metric, qa_scoring_for
 from dept.tasks.records import Example
-from dept.tasks.registry import TASKS, HubSource, TaskSpec, get_task, register_task
+from dept.tasks.registry import TASKS, HubSource, TaskSpec, get_task, is_builtin
 from dept.tasks.sources import find_tasks
 
 __all__ = [
@@ -31,5 +31,5 @@ __all__ = [
     "load_task",
     "main_metric",
     "qa_scoring_for",
-    "register_task",
+    "is_builtin",
 ]

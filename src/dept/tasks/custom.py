@@ -4,10 +4,11 @@
       .load()  -> LoadedTask(spec, {"train": [...], "validation": [...], "test": [...]}, notes)
 
 Files are read by pandas (CSV, TSV, Parquet) and the json module (JSON Lines, JSON), so a
-bad row is named by file and line. The task becomes a TaskSpec registered under its name,
-so training, evaluation and the metrics treat it like a built-in task; its description
-(without the file names) travels in the adapter, so `dept eval` and `dept predict` read
-new files or raw records the same way.
+bad row is named by file and line. The task becomes a TaskSpec that training, evaluation and
+the metrics take like a built-in task's; its description (without the file names) travels in
+the adapter, so `dept eval`, `dept predict` and `dept serve` rebuild the same spec and read new
+files or raw records the same way. Nothing is registered by name: two adapters of two tasks
+that share a name each keep their own.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from dept.tasks.errors import TaskDataError, TaskError
 from dept.tasks.readers import jsonl_rows
 from dept.tasks.records import Example
-from dept.tasks.registry import TaskSpec, register_task
+from dept.tasks.registry import TaskSpec, is_builtin
 from dept.tasks.templates import format_record
 
 TASK_TYPES = ("classification", "regression", "generation")
@@ -69,6 +70,8 @@ class CustomTask:
             raise TaskError(f"input_template {self.input_template!r}: {err}") from None
         if not self.fields or any(not f.isidentifier() for f in self.fields):
             raise TaskError(f"input_template {self.input_template!r}: needs {{column}} fields naming columns")
+        if is_builtin(self.name):
+            raise TaskError(f"task name {self.name!r} is a built-in task; give your task another name")
 
     # ----- what the adapter keeps --------------------------------------------------------
     def description(self) -> dict:
@@ -111,7 +114,7 @@ class CustomTask:
         return cls(**{**record, **{k: v for k, v in overrides.items() if v is not None}})
 
     def spec(self) -> TaskSpec:
-        """The TaskSpec of this task (task_type and labels must be known), registered by name."""
+        """The TaskSpec of this task (task_type and labels must be known)."""
         kind = self.task_type
         metrics = DEFAULT_METRICS[kind]
         main = self.metric or metrics[0]
@@ -124,9 +127,8 @@ class CustomTask:
         elif kind == "regression" and self.labels:
             extra = dict(score_range=(float(self.labels[0]), float(self.labels[1])))
         columns = tuple((f, f) for f in dict.fromkeys(self.fields))
-        spec = TaskSpec(self.name, "custom", kind, (), {}, "custom", (), (main, *[m for m in metrics if m != main]),
+        return TaskSpec(self.name, "custom", kind, (), {}, "custom", (), (main, *[m for m in metrics if m != main]),
                         "official", columns=columns, input_template=self.input_template, main_metric=main, **extra)
-        return register_task(spec)
 
     # ----- reading ------------------------------------------------------------------------
     def load(self) -> "LoadedTask":
@@ -229,12 +231,6 @@ class CustomTask:
             return format_record(spec, record)
         except (KeyError, ValueError, IndexError) as err:
             raise TaskDataError(f"input_template cannot be filled ({err})", row["_where"]) from None
-
-
-def register_described(description: dict | None) -> None:
-    """Make an adapter's own task (its saved description) known by name; nothing for built-ins."""
-    if description:
-        CustomTask.from_description(description).spec()
 
 
 @dataclass

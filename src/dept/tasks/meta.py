@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from dept.tasks.custom import CustomTask
 from dept.tasks.errors import TaskError
+from dept.tasks.registry import TaskSpec, get_task
 from dept.tasks.splits import PROTOCOLS
 from dept.tasks.templates import TARGET_WORDS
 
@@ -41,6 +43,13 @@ class TaskMeta:
                                      ("decoder", self.decoder, DECODERS), ("protocol", self.protocol, PROTOCOLS)):
             if value not in allowed:
                 raise TaskError(f"task metadata {name}: must be one of {list(allowed)}, got {value!r}")
+
+    def spec(self) -> TaskSpec | None:
+        """The task these records describe: the user's own task rebuilt from its description, or the
+        built-in row by name; None for an adapter that names no task."""
+        if self.custom:
+            return CustomTask.from_description(self.custom).spec()
+        return get_task(self.task) if self.task else None
 
     def to_dict(self) -> dict:
         record = asdict(self)

@@ -25,7 +25,9 @@ CB by macro-F1, MultiRC by F1a, STS-B by Pearson and the QA tasks by exact match
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from dept.tasks.errors import TaskError
 
@@ -206,7 +208,8 @@ _SPECS = [
              natural_words=("negative", "positive")),
 ]  # fmt: skip
 
-TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in _SPECS}
+# Read-only: the table is data, and nothing adds to it at run time.
+TASKS: Mapping[str, TaskSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
 
 
 def _norm(name: str) -> str:
@@ -220,24 +223,18 @@ for _spec in _SPECS:
         _LOOKUP[_norm(_name)] = _spec.name
 
 
-# Tasks described at run time (a user's own files, tasks/custom.py), beside the built-in table.
-CUSTOM: dict[str, TaskSpec] = {}
+def is_builtin(name: str) -> bool:
+    """Whether `name` (or an alias, spelled loosely) is a task of the table."""
+    return _norm(str(name)) in _LOOKUP
 
 
-def register_task(spec: TaskSpec) -> TaskSpec:
-    """Make a task described at run time known by name, replacing an earlier one of the same
-    name; a built-in task's name is refused."""
-    if _norm(spec.name) in _LOOKUP:
-        raise TaskError(f"task name {spec.name!r} is a built-in task; give your task another name")
-    CUSTOM[_norm(spec.name)] = spec
-    return spec
-
-
-def get_task(name: str) -> TaskSpec:
-    """The spec of a task by name or alias, ignoring case, '-', '_', '.' and spaces."""
-    key = _LOOKUP.get(_norm(str(name)))
-    if key is not None:
-        return TASKS[key]
-    if _norm(str(name)) in CUSTOM:
-        return CUSTOM[_norm(str(name))]
-    raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+def get_task(task: str | TaskSpec) -> TaskSpec:
+    """The spec of a built-in task by name or alias, ignoring case, '-', '_', '.' and spaces. A
+    TaskSpec is returned as it is: a user's own task travels as its spec (tasks/custom.py), never
+    by a name that two adapters could share."""
+    if isinstance(task, TaskSpec):
+        return task
+    key = _LOOKUP.get(_norm(str(task)))
+    if key is None:
+        raise TaskError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[key]

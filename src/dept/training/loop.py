@@ -183,7 +183,7 @@ def _evaluate(run: Run, examples) -> tuple[dict[str, float], list[str]]:
     """Metrics and each example's prediction."""
     meta = run.data.meta
     return evaluate_with_predictions(
-        run.plain, run.collator, meta.task, examples, decoder=meta.decoder, target_words=meta.target_words,
+        run.plain, run.collator, run.data.spec, examples, decoder=meta.decoder, target_words=meta.target_words,
         batch_size=run.options.per_device_eval_batch_size, max_new_tokens=run.options.max_target_length,
         device=run.accelerator.device, qa_scoring=run.data.qa_scoring)
 

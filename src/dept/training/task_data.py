@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..tasks import (
     TaskDataError,
     TaskMeta,
+    TaskSpec,
     candidate_targets,
     get_task,
     load_task,
@@ -24,6 +25,8 @@ class TaskData:
     train: list
     validation: list
     test: list
+    spec: TaskSpec
+    """The task: a built-in row, or the user's own task (never looked up by name)."""
     meta: TaskMeta
     """Saved with the adapter, so `dept eval` rebuilds the same splits and decodes the same way."""
     num_labels: int | None
@@ -65,11 +68,11 @@ def load_custom_task_data(options: TrainOptions) -> TaskData:
         train = train[:options.max_train_samples]
     if options.max_eval_samples:
         validation, test = validation[:options.max_eval_samples], test[:options.max_eval_samples]
-    candidates = candidate_targets(spec.name)
+    candidates = candidate_targets(spec)
     num_labels = len(candidates) if candidates else (1 if spec.kind == "regression" else None)
     meta = TaskMeta(task=spec.name, target_words="natural", decoder=options.decoder, split_seed=options.split_seed,
                     custom=task.description())
-    return TaskData(train, validation, test, meta, num_labels, spec.main_metric)
+    return TaskData(train, validation, test, spec, meta, num_labels, spec.main_metric)
 
 
 def load_task_data(options: TrainOptions) -> TaskData:
@@ -91,5 +94,5 @@ def load_task_data(options: TrainOptions) -> TaskData:
     num_labels = len(candidates) if candidates else (1 if spec.kind == "regression" else None)
     meta = TaskMeta(task=spec.name, target_words=options.target_words, decoder=options.decoder,
                     protocol=options.protocol, split_seed=options.split_seed)
-    return TaskData(train, validation, test, meta, num_labels, main_metric(options.task),
+    return TaskData(train, validation, test, spec, meta, num_labels, main_metric(spec),
                     qa_scoring_for(spec.name, options.protocol))
