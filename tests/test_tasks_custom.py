@@ -73,7 +73,7 @@ def test_label_words_default_to_the_values_and_metrics_score_them(tmp_path):
     loaded = CustomTask(input_template="q: {text}", train_file=str(path), validation_file=str(path),
                         name="yn").load()
     assert [e.target for e in loaded.splits["train"]] == ["yes", "no"]
-    assert compute_metrics("yn", ["yes", "yes"], loaded.splits["validation"])["accuracy"] == 0.5
+    assert compute_metrics(loaded.spec, ["yes", "yes"], loaded.splits["validation"])["accuracy"] == 0.5
     assert parse_label_words("0=negative, 1=positive") == {"0": "negative", "1": "positive"}
     with pytest.raises(TaskError, match="value=word pairs"):
         parse_label_words("negative,positive")
@@ -84,9 +84,9 @@ def test_generation_is_scored_with_rouge_l(tmp_path):
     path = write(tmp_path / "g.jsonl", rows)
     loaded = CustomTask(input_template="{text}", train_file=str(path), validation_file=str(path),
                         label_column="answer", name="gen").load()
-    metrics = compute_metrics("gen", [e.target for e in loaded.splits["validation"]], loaded.splits["validation"])
+    metrics = compute_metrics(loaded.spec, [e.target for e in loaded.splits["validation"]], loaded.splits["validation"])
     assert metrics == {"rougeL": 1.0, "em": 1.0, "f1": 1.0}
-    half = compute_metrics("gen", ["the answer"] * 30, loaded.splits["validation"])["rougeL"]
+    half = compute_metrics(loaded.spec, ["the answer"] * 30, loaded.splits["validation"])["rougeL"]
     assert 0.5 < half < 1.0
 
 

@@ -14,6 +14,7 @@ each for": optimiser groups, checkpoints, counts and adapter files all read it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -46,6 +47,23 @@ def received_rms(embedding: nn.Module, chunk: int = 8192) -> float:
             ids = torch.arange(start, min(vocab, start + chunk), device=embedding.weight.device)
             total += float(embedding(ids).double().pow(2).sum())
     return math.sqrt(total / (vocab * d))
+
+
+def mismatched(params: Mapping[str, Tensor], saved: Mapping[str, Tensor]) -> list[str]:
+    """Names in only one of the two, or whose shapes differ: what `restore` would refuse."""
+    return sorted(set(saved) ^ set(params)) + sorted(
+        n for n in set(saved) & set(params) if tuple(saved[n].shape) != tuple(params[n].shape))
+
+
+def restore(params: Mapping[str, Tensor], saved: Mapping[str, Tensor]) -> None:
+    """Copy saved tensors into the live ones of the same names, each keeping its device and dtype.
+    Adapter files, checkpoints and the best adapter of a run are all restored through this."""
+    differ = mismatched(params, saved)
+    if differ:
+        raise ValueError(f"saved tensors do not fit the live ones ({differ[:5]})")
+    with torch.no_grad():
+        for name, value in saved.items():
+            params[name].copy_(value)
 
 
 def _kaiming(shape: tuple[int, ...], g: torch.Generator) -> Tensor:
@@ -88,9 +106,7 @@ class DeptAdapter(nn.Module):
 
     def load_tensors(self, tensors: dict[str, Tensor]) -> None:
         """Copy `tensors` (names as tensors() gives them) into the adapter's own device and dtype."""
-        with torch.no_grad():
-            for _, name, p in self.adapter_params():
-                p.copy_(tensors[name])
+        restore({name: p for _, name, p in self.adapter_params()}, tensors)
 
     def initialise(self, embedding: nn.Module, init_token_ids: list[int] | None = None) -> None:
         """Fill the tensors as DePT prescribes; `embedding` is the frozen input embedding module, read

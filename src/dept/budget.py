@@ -36,6 +36,11 @@ class Budget:
         return asdict(self)
 
 
+def trainable_params(prompt_length: int, rank: int, max_length: int, hidden_size: int) -> int:
+    """m·d + (s + d)·r: the prompt (m x d) and the pair A (s x r), B (r x d); a head is extra."""
+    return prompt_length * hidden_size + (max_length + hidden_size) * rank
+
+
 def solve_budget(vanilla_length: int, max_length: int, hidden_size: int, *,
                  rank: int | None = None, prompt_length: int | None = None) -> Budget:
     """Solve l·d = m·d + (s + d)·r for the one of m (`prompt_length`) or r (`rank`) not given.
@@ -70,6 +75,6 @@ def solve_budget(vanilla_length: int, max_length: int, hidden_size: int, *,
     if m == 0 and r == 0:
         raise BudgetError(f"the budget l·d = {budget} is below one rank's cost (s+d) = {s + d} "
                           f"and prompt_length is 0: nothing would train")
-    used = m * d + (s + d) * r
+    used = trainable_params(m, r, s, d)
     return Budget(prompt_length=m, rank=r, max_length=s, hidden_size=d, vanilla_length=l,
                   trainable_params=used, vanilla_params=budget, exact=used == budget)

@@ -9,6 +9,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .budget import trainable_params
 from .errors import UserError
 
 SCALINGS = ("sqrt", "linear")
@@ -119,7 +120,7 @@ class DeptConfig:
 
     def trainable_params(self, hidden_size: int) -> int:
         """Parameters of the prompt and the pair: m·d + (s + d)·r (the head is extra)."""
-        return self.prompt_length * hidden_size + (self.max_length + hidden_size) * self.rank
+        return trainable_params(self.prompt_length, self.rank, self.max_length, hidden_size)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..adapter import mismatched, restore
 from ..errors import UserError
 
 CHECKPOINT = "checkpoint"
@@ -140,13 +141,10 @@ def load_checkpoint(path: Path, *, trainable: dict[str, torch.Tensor], optimizer
     optimiser and the schedule; returns the trainer state."""
     file = path / "trainable.safetensors"
     saved = _read(file, lambda f: load_file(str(f)))
-    differ = sorted(set(saved) ^ set(trainable)) + sorted(
-        n for n in set(saved) & set(trainable) if saved[n].shape != trainable[n].shape)
+    differ = mismatched(trainable, saved)
     if differ:
         raise CheckpointError(f"{file}: its tensors do not fit the model's trainable ones ({differ[:5]})")
-    with torch.no_grad():
-        for name, value in saved.items():
-            trainable[name].copy_(value)
+    restore(trainable, saved)
     optimizer_state = _read(path / "optimizer.safetensors", lambda f: load_file(str(f)))
     optimizer_meta = _read(path / "optimizer.json", lambda f: json.loads(f.read_text()))
     _read(path / "optimizer.json", lambda f: optimizer.load_state_dict(

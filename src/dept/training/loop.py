@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..adapter import restore
 from ..data import IGNORE, Collator
 from ..evaluation import evaluate_with_predictions
 from ..model import DeptModel
@@ -295,10 +296,7 @@ def finish(run: Run) -> dict:
     if run.is_main:
         best_file = run.out / outputs.BEST_TENSORS
         if best_file.is_file():
-            params = dict(run.plain.trainable_parameters())
-            with torch.no_grad():
-                for name, value in load_file(str(best_file)).items():
-                    params[name].copy_(value)
+            restore(dict(run.plain.trainable_parameters()), load_file(str(best_file)))
         test_metrics, predictions = _evaluate(run, data.test) if data.test else ({}, [])
         if test_metrics:
             run.log.append({"step": state.best_step, "split": "test", **test_metrics})

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..adapter import received_rms
-from ..budget import solve_budget
+from ..budget import solve_budget, trainable_params
 from ..config import DeptConfig
 from ..families import Family
 from ..model import DeptModel
@@ -64,7 +64,8 @@ def dept_config(options: TrainOptions, hidden_size: int, num_labels: int | None,
         r = solve_budget(options.vanilla_length, options.max_length, hidden_size, prompt_length=m).rank
     if options.method == "dept" and options.rank is not None and options.prompt_length is not None:
         # Both given: the budget is not solved, so say where the shape lands against it.
-        used, budget = m * hidden_size + (options.max_length + hidden_size) * r, options.vanilla_length * hidden_size
+        used = trainable_params(m, r, options.max_length, hidden_size)
+        budget = options.vanilla_length * hidden_size
         where = "on" if used == budget else "over" if used > budget else "under"
         log.info("prompt_length %d and rank %d give %s trainable parameters, %s the budget of vanilla_length "
                  "%d (%s)", m, r, f"{used:,}", where, options.vanilla_length, f"{budget:,}")
