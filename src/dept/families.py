@@ -32,14 +32,17 @@ class Family:
     """Encoder-only: a trainable classification/regression head reads the output."""
     generates: bool
     default_padding_side: str
+    prompt_shared: bool
+    """Causal attention: a prompt at the front sees no input, so its keys and values are the same
+    for every row and are computed once per batch (prefix.py). A bidirectional encoder's are not."""
 
 
 SEQ2SEQ = Family("seq2seq", AutoModelForSeq2SeqLM, labels_in_input=False, prompt_offset=0,
-                 has_head=False, generates=True, default_padding_side="right")
+                 has_head=False, generates=True, default_padding_side="right", prompt_shared=False)
 CAUSAL = Family("causal", AutoModelForCausalLM, labels_in_input=True, prompt_offset=0,
-                has_head=False, generates=True, default_padding_side="left")
+                has_head=False, generates=True, default_padding_side="left", prompt_shared=True)
 ENCODER = Family("encoder", AutoModel, labels_in_input=False, prompt_offset=1,
-                 has_head=True, generates=False, default_padding_side="right")
+                 has_head=True, generates=False, default_padding_side="right", prompt_shared=False)
 FAMILIES = {f.name: f for f in (SEQ2SEQ, CAUSAL, ENCODER)}
 
 

@@ -60,7 +60,7 @@ class DeptModel(nn.Module):
         self._keeps_logits = "logits_to_keep" in accepted
         # Decoder-only: run each adapter's prompt once per batch, not once per row (prefix.py).
         self.share_prefix = share_prefix
-        self._prefix_unsupported = prefix.unsupported_reason(base_model) if self.family.name == "causal" else None
+        self._prefix_unsupported = prefix.unsupported_reason(base_model) if self.family.prompt_shared else None
         self.prompt_cache = prefix.PromptCache()   # prompt KV kept between no-grad calls
         if config is not None:
             self.add_adapter(adapter_name, config)
@@ -259,7 +259,7 @@ class DeptModel(nn.Module):
     def uses_shared_prefix(self, adapter_names: Sequence[str] | None = None, width: int = 0,
                            **base_kwargs) -> bool:
         """Whether a call on inputs `width` columns wide runs the prompts once per adapter (prefix.py)."""
-        if not self.share_prefix or self.family.name != "causal" or prefix.has_cache(base_kwargs):
+        if not self.share_prefix or not self.family.prompt_shared or prefix.has_cache(base_kwargs):
             return False
         names = set(adapter_names) if adapter_names is not None else {self.active_adapter}
         M = max((self.dept_adapters[a].prompt_length for a in names if a in self.dept_adapters), default=0)
