@@ -46,6 +46,12 @@ def pad_rows(rows: Sequence[Sequence[int]], value: int, side: str, length: int |
     return out
 
 
+def pad_id(tokenizer) -> int:
+    """The id rows are padded with: the tokenizer's pad token, else its end-of-sequence token
+    (decoder-only tokenizers often have none; padded positions are masked either way)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 @dataclass
 class Collator:
     tokenizer: object
@@ -60,8 +66,7 @@ class Collator:
 
     @property
     def pad_id(self) -> int:
-        pad = self.tokenizer.pad_token_id
-        return pad if pad is not None else self.tokenizer.eos_token_id
+        return pad_id(self.tokenizer)
 
     @property
     def side(self) -> str:

@@ -29,6 +29,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from . import adapter_io, prefix, scoring
 from .adapter import DeptAdapter
 from .config import DeptConfig
+from .data import pad_id
 from .errors import UserError
 from .families import Family, get_family
 from .head import head_logits, head_loss
@@ -364,8 +365,7 @@ class DeptModel(nn.Module):
         prepared.pop("position_ids", None)  # generate() derives them from the attention mask
         prefix.embeds_for_generate(prepared)
         if self.tokenizer is not None and "pad_token_id" not in generate_kwargs:
-            pad = self.tokenizer.pad_token_id
-            generate_kwargs["pad_token_id"] = pad if pad is not None else self.tokenizer.eos_token_id
+            generate_kwargs["pad_token_id"] = pad_id(self.tokenizer)
         return self.base_model.generate(**prepared, **generate_kwargs)
 
     # ----- adapter files (adapter_io.py reads and writes them) ------------------------
