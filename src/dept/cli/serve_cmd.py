@@ -32,6 +32,9 @@ class ServeOptions:
                              "the same adapter share a batch)")
     max_tokens: int = opt(256, "the largest max_tokens a completion may ask for", minimum=1)
     request_timeout: float = opt(60.0, "seconds a request may take before 504", positive=True)
+    shutdown_timeout: float = opt(30.0, "after SIGTERM: seconds to finish the requests in flight (new ones get 503); "
+                                  "what is left then is answered 503 with Retry-After, and the server exits 0",
+                                  positive=True)
     api_key: str | None = opt(None, "require Authorization: Bearer KEY on every endpoint but /health "
                               "(also DEPT_API_KEY)")
     allow_adapter_updates: bool = opt(False, "allow POST /v1/adapters and DELETE /v1/adapters/NAME")
@@ -72,6 +75,7 @@ def build(options: ServeOptions):
     import torch
 
     from ..model import DeptModel
+    from ..serving.accounting import Metrics
     from ..serving.app import Limits, create_app
     from ..serving.engine import Engine
     from ..trained import read_trained
@@ -86,25 +90,32 @@ def build(options: ServeOptions):
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
         options.dtype, torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32)
     model = DeptModel.from_pretrained(base, dtype=dtype, device="cuda" if cuda else None)
+    metrics = Metrics()
     engine = Engine(model, max_batch_size=options.max_batch_size, max_batch_wait_ms=options.max_batch_wait_ms,
-                    max_queue=options.max_queue, mix_adapters=options.mix_adapters)
+                    max_queue=options.max_queue, mix_adapters=options.mix_adapters, metrics=metrics)
+    metrics.track_queue(engine.depth)
     for name, path in named.items():
         engine.load_adapter(name, path)  # the adapter files' checks refuse one of another base
     api_key = options.api_key or os.environ.get("DEPT_API_KEY") or None
     app = create_app(engine, base_name=Path(base).name if Path(base).is_dir() else base,
                      adapters_dir=options.adapters_dir, allow_updates=options.allow_adapter_updates, api_key=api_key,
-                     limits=Limits(max_tokens=options.max_tokens, request_timeout=options.request_timeout))
+                     limits=Limits(max_tokens=options.max_tokens, request_timeout=options.request_timeout,
+                                   shutdown_timeout=options.shutdown_timeout), metrics=metrics)
     return app, engine
 
 
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ..serving.shutdown import SHED_GRACE, DrainingServer
+
     options = options_from_args(args, ServeOptions)
     app, engine = build(options)
     log.info("serving %s and %d adapter(s) on http://%s:%d", engine.model.base_model.config._name_or_path,
              len(engine.adapters), options.host, options.port)
-    # uvicorn's own SIGTERM handling: stop accepting, finish what is in flight, then the lifespan
-    # shutdown stops the worker.
-    uvicorn.run(app, host=options.host, port=options.port, log_level="warning", timeout_graceful_shutdown=30)
+    # SIGTERM drains (serving/shutdown.py): uvicorn is asked to exit only once nothing is in flight,
+    # so its own graceful timeout, which cancels handlers into 500s, is a backstop that never fires.
+    config = uvicorn.Config(app, host=options.host, port=options.port, log_level="warning",
+                            timeout_graceful_shutdown=int(SHED_GRACE) + 5)
+    DrainingServer(config, app.state.service.draining).run()
     return 0

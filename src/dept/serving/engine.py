@@ -15,13 +15,13 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ..data import pad_rows
+from ..data import pad_id, pad_rows
 from ..trained import read_trained
 from .adapters import RequestError, Served, describe
 from .decode import Row, generate_rows
@@ -31,6 +31,10 @@ log = logging.getLogger("dept")
 
 class QueueFull(Exception):
     """The bounded queue is full: answer 429."""
+
+
+class ShuttingDown(Exception):
+    """The server drains after SIGTERM: answer 503 with Retry-After."""
 
 
 @dataclass
@@ -45,6 +49,10 @@ class Work:
     def __post_init__(self) -> None:
         self.remaining = len(self.rows)
         self.done = [None] * len(self.rows)
+
+    def adapter_names(self) -> set[str]:
+        """The adapters its rows name (the base model alone names none)."""
+        return {row.adapter if isinstance(row, Row) else row[0].name for row in self.rows} - {None}
 
     @property
     def adapter(self) -> str | None:
@@ -67,14 +75,21 @@ class Engine:
         self.metrics = metrics
         self._held: list[Work] = []
         self._stop = threading.Event()
+        self._closed = False           # drain: no new work is admitted
+        self._shedding = threading.Event()  # drain's timeout: what is left is answered ShuttingDown
+        self._busy = False             # the worker is running a batch
         self._thread = threading.Thread(target=self._loop, name="dept-engine", daemon=True)
-        self.pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None \
-            else model.tokenizer.eos_token_id
+        self.pad_id = pad_id(model.tokenizer)
 
     # ----- life cycle --------------------------------------------------------------------
     def start(self) -> "Engine":
-        self._thread.start()
+        if not self.running:
+            self._thread.start()
         return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish what is queued, then stop the worker."""
@@ -83,6 +98,19 @@ class Engine:
 
     def depth(self) -> int:
         return self.queue.qsize() + len(self._held)
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing running."""
+        return self.depth() == 0 and not self._busy
+
+    def close(self) -> None:
+        """Admit no new work (submit raises ShuttingDown); what is queued still runs."""
+        self._closed = True
+
+    def shed(self) -> None:
+        """Answer everything queued or running with ShuttingDown instead of finishing it."""
+        self._closed = True
+        self._shedding.set()
 
     # ----- adapters (run on the worker thread) ---------------------------------------------
     def load_adapter(self, name: str, path: str) -> Served:
@@ -106,13 +134,15 @@ class Engine:
 
     def _control(self, action):
         work = Work("control", [], action=action)
-        if not self._thread.is_alive():  # before start(): nothing can be in flight
+        if not self.running:  # before start(): nothing can be in flight
             return action()
         self.queue.put(work)
         return work.future.result()
 
     # ----- requests --------------------------------------------------------------------------
     def submit(self, work: Work) -> Future:
+        if self._closed:
+            raise ShuttingDown()
         try:
             self.queue.put_nowait(work)
         except queue.Full:
@@ -131,11 +161,31 @@ class Engine:
             batch = self._collect()
             if not batch:
                 continue
-            for kind in ("control", "classify", "generate"):
-                # A request whose client left (or timed out) is dropped before it costs anything.
-                works = [w for w in batch if w.kind == kind and not w.future.cancelled()]
-                if works:
-                    self._run(kind, works)
+            self._busy = True
+            try:
+                for kind in ("control", "classify", "generate"):
+                    # A request whose client left (or timed out) is dropped before it costs anything.
+                    works = [w for w in batch if w.kind == kind and not w.future.cancelled()]
+                    if kind != "control":
+                        works = self._answerable(works)
+                    if works:
+                        self._run(kind, works)
+            finally:
+                self._busy = False
+
+    def _answerable(self, works: list[Work]) -> list[Work]:
+        """The works still to run; the others are answered here: ShuttingDown once the drain sheds,
+        404 when an adapter they were admitted for has been removed since."""
+        keep = []
+        for work in works:
+            gone = sorted({name for name in work.adapter_names() if name not in self.adapters})
+            if self._shedding.is_set():
+                fail(work, ShuttingDown())
+            elif gone:
+                fail(work, RequestError(f"adapter {gone[0]!r} was removed", status=404, param="model"))
+            else:
+                keep.append(work)
+        return keep
 
     def _collect(self) -> list[Work]:
         """Up to max_batch_size rows: held-over work first, then what arrives within the wait."""
@@ -199,6 +249,9 @@ class Engine:
             self._classify(works)
         else:
             self._generate(works)
+        for work in works:  # rows the drain's timeout took out of the batch
+            if self._shedding.is_set():
+                fail(work, ShuttingDown())
 
     def _classify(self, works: list[Work]) -> None:
         rows = [(w, i, served, ids) for w in works for i, (served, ids) in enumerate(w.rows)]
@@ -234,7 +287,7 @@ class Engine:
         rows = [row for work in works for row in work.rows]
         for work in works:
             for row in work.rows:
-                row.cancelled = work.future.cancelled
+                row.cancelled = lambda work=work: work.future.cancelled() or self._shedding.is_set()
         if not self.model.family.labels_in_input:
             self._generate_seq2seq(rows, placed)
             return
@@ -271,7 +324,18 @@ def finish_row(work: Work, index: int, result) -> None:
     work.done[index] = result
     work.remaining -= 1
     if work.remaining == 0 and not work.future.done():
-        work.future.set_result(work.done)
+        try:
+            work.future.set_result(work.done)
+        except InvalidStateError:  # cancelled in between: its client left
+            pass
+
+
+def fail(work: Work, error: BaseException) -> None:
+    """Answer the work with `error`, unless it is answered or cancelled (its client left) already."""
+    try:
+        work.future.set_exception(error)
+    except InvalidStateError:
+        pass
 
 
 def raise_into(work: Work) -> None:
@@ -279,5 +343,4 @@ def raise_into(work: Work) -> None:
 
     error = sys.exc_info()[1]
     log.error("request failed: %s", error, exc_info=not isinstance(error, RequestError))
-    if not work.future.done():
-        work.future.set_exception(error)
+    fail(work, error)

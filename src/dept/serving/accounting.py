@@ -1,0 +1,116 @@
+"""Every answer counted once, in one place: a plain ASGI middleware around the whole app.
+
+It sits outside the routes and their exception handlers, so an error raised anywhere (a handler,
+a dependency, the body parser) is counted with the status the client receives, and
+`dept_requests_total` equals what clients saw. It also answers, before any route runs, the
+requests the server will not take: a body over the size limit (413) and, while the server drains
+after SIGTERM, any new work (503 with Retry-After, so a load balancer retries elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.routing import Match
+
+from .schemas import error_body
+
+# Endpoints still answered while draining: liveness says "draining", metrics stay readable.
+OPEN_WHILE_DRAINING = ("/metrics",)
+
+
+class Metrics:
+    """The server's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("dept_requests", "Answers by endpoint, adapter and status",
+                                ["endpoint", "adapter", "status"], registry=self.registry)
+        self.latency = Histogram("dept_request_seconds", "Request latency", ["endpoint"], registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.batch_rows = Histogram("dept_batch_rows", "Rows per batch the worker ran", registry=self.registry,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.in_flight = Gauge("dept_requests_in_flight", "Requests received and not yet answered, by endpoint",
+                               ["endpoint"], registry=self.registry)
+        self.queue_depth = Gauge("dept_queue_depth", "Requests waiting for the worker", registry=self.registry)
+
+    def track_queue(self, depth) -> "Metrics":
+        """Read the queue depth from `depth()` at every scrape."""
+        self.queue_depth.set_function(depth)
+        return self
+
+
+class Accounting:
+    """ASGI middleware: count each answer by the route's path, adapter and status; refuse early."""
+
+    def __init__(self, app, *, metrics: Metrics, max_request_bytes: int, draining):
+        self.app = app
+        self.metrics = metrics
+        self.max_request_bytes = max_request_bytes
+        self.draining = draining
+        self.active = 0
+        """Requests received and not yet answered (what a drain waits for)."""
+        self._routes: list | None = None
+        draining.accounting = self
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        endpoint = self._endpoint(scope)
+        status = None
+
+        async def sending(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        self.active += 1
+        try:
+            with self.metrics.in_flight.labels(endpoint).track_inprogress():
+                refusal = self._refusal(scope, endpoint)
+                if refusal is not None:
+                    await _respond(sending, *refusal)
+                else:
+                    await self.app(scope, receive, sending)
+        finally:  # an exception leaves here as the 500 the server's outermost layer sends
+            self.active -= 1
+            adapter = scope.get("state", {}).get("adapter", "")
+            self.metrics.requests.labels(endpoint, adapter, str(status or 500)).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+    def _endpoint(self, scope) -> str:
+        """The matching route's path ("/v1/adapters/{name}"), so labels stay few whatever is sent."""
+        if self._routes is None:
+            self._routes = _routes(self.app)
+        for route in self._routes:
+            if route.matches(scope)[0] == Match.FULL:
+                return route.path
+        return "other"
+
+    def _refusal(self, scope, endpoint: str) -> tuple[int, dict, dict] | None:
+        if self.draining.closed and endpoint not in OPEN_WHILE_DRAINING:
+            return 503, error_body("the server is shutting down; retry on another replica", "service_unavailable"), \
+                {"Retry-After": str(self.draining.retry_after)}
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_request_bytes:
+            return 413, error_body(f"request body over {self.max_request_bytes} bytes", "invalid_request_error"), {}
+        return None
+
+
+def _routes(app) -> list:
+    """The routes of the innermost app that has them (middleware wraps the FastAPI app)."""
+    while app is not None and not hasattr(app, "routes"):
+        app = getattr(app, "app", None)
+    return list(app.routes) if app is not None else []
+
+
+async def _respond(send, status: int, body: dict, headers: dict) -> None:
+    payload = json.dumps(body).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+           *[(k.lower().encode(), v.encode()) for k, v in headers.items()]]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
