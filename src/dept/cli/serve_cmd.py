@@ -4,6 +4,7 @@ completions, classification, models, health, Prometheus metrics), batched across
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -118,4 +119,5 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, host=options.host, port=options.port, log_level="warning",
                             timeout_graceful_shutdown=int(SHED_GRACE) + 5)
     DrainingServer(config, app.state.service.draining).run()
+    log.info("stopped; answers by status: %s", json.dumps(app.state.service.metrics.answered()))
     return 0

@@ -36,6 +36,15 @@ class Metrics:
                                ["endpoint"], registry=self.registry)
         self.queue_depth = Gauge("dept_queue_depth", "Requests waiting for the worker", registry=self.registry)
 
+    def answered(self) -> dict[int, int]:
+        """status -> answers counted so far (all endpoints but /metrics itself)."""
+        counts: dict[int, int] = {}
+        for sample in self.requests.collect()[0].samples:
+            if sample.name.endswith("_total") and sample.labels["endpoint"] != "/metrics":
+                status = int(sample.labels["status"])
+                counts[status] = counts.get(status, 0) + int(sample.value)
+        return dict(sorted(counts.items()))
+
     def track_queue(self, depth) -> "Metrics":
         """Read the queue depth from `depth()` at every scrape."""
         self.queue_depth.set_function(depth)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from ..scoring import cache_argument, output_cache
 
@@ -36,15 +37,15 @@ class Row:
 
 
 def _choose(logits: Tensor, row: Row) -> int:
-    """Greedy at temperature 0, else nucleus sampling from the row's own generator (its seed)."""
+    """Greedy at temperature 0, else sampling from the row's own generator (its seed) after
+    transformers' temperature and nucleus warpers (which always keep the most likely token)."""
     if row.temperature == 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits.float() / row.temperature, dim=-1)
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(row.temperature)])
     if row.top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        keep = sorted_probs.cumsum(0) - sorted_probs < row.top_p  # the smallest set reaching top_p
-        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-    return int(torch.multinomial(probs, 1, generator=row.generator))
+        warpers.append(TopPLogitsWarper(row.top_p))
+    scores = warpers(None, logits.float()[None])                       # (1, V), -inf outside the nucleus
+    return int(torch.multinomial(torch.softmax(scores[0], dim=-1), 1, generator=row.generator))
 
 
 def _advance(row: Row, token: int, tokenizer, eos: set[int]) -> None:

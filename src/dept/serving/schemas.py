@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 MIN_TEMPERATURE = 1e-2
 # OpenAI's completion fields that dept does not implement: a request that sets one to anything
 # but its default is refused with 400 naming it, never served as if it had not asked.
-UNSUPPORTED = {"logprobs": None, "echo": False, "best_of": 1, "suffix": None, "logit_bias": None,
+UNSUPPORTED = {"n": 1, "logprobs": None, "echo": False, "best_of": 1, "suffix": None, "logit_bias": None,
                "presence_penalty": 0, "frequency_penalty": 0, "stream_options": None}
 
 
@@ -28,7 +28,7 @@ class CompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=-(2**63), lt=2**64)
     stream: bool = False
-    n: int = Field(1, ge=1, le=1)
+    n: int = Field(1, ge=1)
     user: str | None = None
     """OpenAI's end-user id, for the caller's own monitoring: accepted, changes no answer."""
     logprobs: int | None = None
