@@ -228,6 +228,7 @@ def test_a_pickle_carrying_an_object_is_refused_unread(tmp_path):
     ({"task_type": "SEQ_CLS"}, "task_type 'SEQ_CLS'"),
     ({"num_transformer_submodules": 2}, "decoder"),
     ({"save_lora_embeddings": False}, "never saved"),
+    ({"task_type": "CAUSAL_LM"}, "decoder-only model .task_type CAUSAL_LM.: the reference left-pads"),
 ])
 def test_foreign_adapters_dept_cannot_read_exactly_are_refused(tmp_path, change, message):
     folder = _reference_folder(tmp_path / "a", _reference_tensors(), **change)

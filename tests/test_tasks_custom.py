@@ -223,3 +223,26 @@ def test_real_sst2_rows_as_your_own_csv(shared_data, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdout", printed)
     assert main(["predict", "--adapter", str(out)]) == 0
     assert json.loads(printed.getvalue())["prediction"] in ("negative", "positive")
+
+
+@pytest.mark.parametrize("template, why", [
+    ("{text:{text.__class__.__mro__}}", "may not hold another field"),
+    ("{text:>{text.__len__}}", "may not hold another field"),
+    ("{text.__class__}", "not a plain column name"),
+    ("{text[0]}", "not a plain column name"),
+    ("{0}", "not a plain column name"),
+    ("{text!r}", "conversions are not allowed"),
+    ("{text:d}", "cannot format text columns"),
+])
+def test_a_template_names_plain_fields_only(template, why):
+    with pytest.raises(TaskError, match=why) as refused:
+        CustomTask(input_template=template)
+    assert str(refused.value).startswith(f"input_template {template!r}: ") and "<class" not in str(refused.value)
+    assert CustomTask(input_template="review: {text:>8}").fields == ["text"]  # a simple spec is fine
+
+
+def test_a_nested_field_template_is_one_line_through_the_cli(llama_dir, tmp_path):
+    train = write(tmp_path / "my.csv", ROWS)
+    line = dept_fails("train", "--model", llama_dir, "--train_file", train, "--label_column", "y",
+                      "--input_template", "{text:{text.__class__.__mro__}}", "--output_dir", tmp_path / "o")
+    assert "input_template '{text:{text.__class__.__mro__}}'" in line and "<class" not in line

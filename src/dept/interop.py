@@ -4,7 +4,7 @@ Two foreign layouts are read (adapter_config.json carries `peft_type`):
 
     PROMPT_TUNING       PEFT's vanilla prompt tuning. adapter_model.safetensors (or .bin) holds
                         `prompt_embeddings` (m x d). Read as rank 0.
-    PROMPT_TUNING_LORA  the DePT reference code (ZhengxiangShi/DePT, a fork of PEFT 0.3).
+    PROMPT_TUNING_LORA  the DePT reference code (ZhengxiangShi/DePT, on its vendored PEFT 0.4.0.dev0).
                         adapter_model.bin holds `prompt_embeddings` (m x d),
                         `prompt_encoder.lora_embedding_A` (s x r) and
                         `prompt_encoder.lora_embedding_B` (r x d); its scale is
@@ -12,7 +12,10 @@ Two foreign layouts are read (adapter_config.json carries `peft_type`):
 
 The reference adds row i of A·B to column i of inputs padded on the right to s; dept adds it
 to the i-th real token, which is the same token for right-padded rows and leaves pads alone
-(they are masked anyway). `.bin` files are read with `torch.load(weights_only=True)` only:
+(they are masked anyway). That holds for its encoder-decoder (SEQ_2_SEQ_LM) checkpoints only:
+for decoder-only ones (CAUSAL_LM) it left-pads every row to s and adds A·B to every column,
+pads and answer tokens included, so token j of n reads row s-n+j. Such a folder would load and
+compute something else, so it is refused. `.bin` files are read with `torch.load(weights_only=True)` only:
 anything but a flat dict of tensors is refused, and nothing is ever fully unpickled.
 
 Written: a rank-0 dept adapter of a causal or encoder-decoder model as a PEFT PROMPT_TUNING
@@ -93,6 +96,10 @@ def foreign_config(record: dict, directory: Path) -> tuple[DeptConfig, dict]:
         if key in saved:
             fields[key] = saved[key]
     if kind == REFERENCE_DEPT:
+        if task_type == "CAUSAL_LM":
+            raise InteropError(f"{path}: a reference DePT checkpoint of a decoder-only model (task_type CAUSAL_LM): "
+                               f"the reference left-pads rows to max_length and adds A·B to every column, so token j "
+                               f"of n reads row s-n+j where dept reads row j; refused rather than loaded inexactly")
         r, alpha, s = record.get("r"), record.get("lora_alpha"), record.get("max_length")
         if not isinstance(r, int) or not isinstance(s, int) or not isinstance(alpha, (int, float)):
             raise InteropError(f"{path}: a {REFERENCE_DEPT} adapter needs integer 'r', 'max_length' and a "

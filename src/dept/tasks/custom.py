@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from dept.tasks.errors import TaskDataError, TaskError
 from dept.tasks.readers import jsonl_rows
 from dept.tasks.records import Example
 from dept.tasks.registry import TaskSpec, is_builtin
-from dept.tasks.templates import format_record
+from dept.tasks.templates import format_record, template_fields
 
 TASK_TYPES = ("classification", "regression", "generation")
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
@@ -64,12 +63,7 @@ class CustomTask:
             raise TaskError(f"task_type must be one of {list(TASK_TYPES)}, got {self.task_type!r}")
         if isinstance(self.label_words, str):
             self.label_words = parse_label_words(self.label_words)
-        try:
-            self.fields = [f for _, f, _, _ in string.Formatter().parse(self.input_template) if f is not None]
-        except ValueError as err:
-            raise TaskError(f"input_template {self.input_template!r}: {err}") from None
-        if not self.fields or any(not f.isidentifier() for f in self.fields):
-            raise TaskError(f"input_template {self.input_template!r}: needs {{column}} fields naming columns")
+        self.fields = template_fields(self.input_template)
         if is_builtin(self.name):
             raise TaskError(f"task name {self.name!r} is a built-in task; give your task another name")
 

@@ -15,6 +15,7 @@ index as a string ("0"); STS-B scores are rounded to the nearest 0.2 ("3.4").
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 import warnings
 from typing import TYPE_CHECKING, Callable
@@ -123,6 +124,38 @@ PREPARE: dict[str, Callable[[Record], Record]] = {
     "multirc": _prepare_multirc,
     "qa": _prepare_qa,
 }
+
+
+def template_fields(template: str) -> list[str]:
+    """The column names an input template reads, once it is known to name plain fields only:
+    "{premise}" or "{premise:>20}", never "{premise.attr}", "{premise[0]}", "{premise!r}" or a
+    field nested in a format spec ("{x:{y}}"), which would reach into Python objects. A bad
+    template is a TaskError naming it."""
+    def bad(why: str) -> TaskError:
+        return TaskError(f"input_template {template!r}: {why}")
+
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise bad(str(err)) from None
+    fields = []
+    for _, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if not field.isidentifier():
+            raise bad(f"{{{field}}} is not a plain column name (no attributes, indexes or positions)")
+        if conversion:
+            raise bad(f"{{{field}!{conversion}}}: conversions are not allowed")
+        if "{" in spec or "}" in spec:
+            raise bad(f"{{{field}:...}}: a format spec may not hold another field")
+        fields.append(field)
+    if not fields:
+        raise bad("needs {column} fields naming columns")
+    try:
+        template.format_map({f: "text" for f in fields})  # a spec the text columns cannot take ("{x:d}")
+    except (ValueError, TypeError) as err:
+        raise bad(f"cannot format text columns ({err})") from None
+    return fields
 
 
 def format_source(spec: TaskSpec, record: Record, where: str = "record") -> str:
