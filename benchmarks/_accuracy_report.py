@@ -87,11 +87,7 @@ def analyse(study, runs: Path, data: Path) -> dict:
         floor = None if regression else _stats.majority(task, load_task(task, "train", data), test)
         cell["floor"] = 0.0 if regression else floor.scores[0]
         if "lora" in scored:
-            # LoRA has learned something when its interval over the floor excludes zero.
-            # (Regression: a constant has no correlation, so the floor is a correlation of 0.)
-            versus = _stats.interval(scored["lora"]) if regression else _stats.paired_difference(scored["lora"], floor)
-            cell["lora_over_floor"] = versus
-            cell["clears_floor"] = versus["low"] > 0
+            cell.update(_lora_clears_floor(task, folder, study, data, regression))
         for a, b in (("dept", "pt"), ("dept", "lora"), ("dept-equal-time", "pt")):
             if a in scored and b in scored:
                 cell["differences"][f"{a} - {b}"] = _stats.paired_difference(scored[a], scored[b])
@@ -108,20 +104,41 @@ def analyse(study, runs: Path, data: Path) -> dict:
             "options": {k: str(v) for k, v in study.options.items()}}
 
 
+def _lora_clears_floor(task: str, folder: Path, study, data: Path, regression: bool) -> dict:
+    """Whether LoRA learned the task, decided on validation alone, so that nothing about the test
+    split steers which tasks the means include: LoRA's best validation score per seed (its
+    interval over seeds) above the majority floor on the same validation examples. Regression:
+    a constant has no correlation, so the floor is 0."""
+    from dept.tasks import load_task, main_metric
+
+    metric = main_metric(task)
+    scores = [r["best_validation"][metric] for r, _ in _seed_runs(folder / "lora") if r.get("best_validation")]
+    if not scores:
+        return {}
+    if regression:
+        floor = 0.0
+    else:
+        validation = load_task(task, "validation", data, seed=study.options["split_seed"])
+        floor = _stats.majority(task, load_task(task, "train", data),
+                                validation[:study.options["max_eval_samples"]]).scores[0]
+    versus = _stats.seed_interval(scores)
+    return {"validation_floor": floor, "lora_validation": versus, "clears_floor": bool(versus["low"] > floor)}
+
+
 def _targets(cells: list[dict], means: dict) -> list[dict]:
     out = []
     if (m := means.get("dept - pt")) is not None:
         out.append({"target": "DePT >= PT + 2 points (mean over tasks that clear the floor)",
                     "measured": f"{m['difference'] / POINT:+.1f} points [{m['low'] / POINT:+.1f}, "
                                 f"{m['high'] / POINT:+.1f}] over {m['tasks']} task(s)",
-                    "hit": m["difference"] >= 2 * POINT})
+                    "verdict": _stats.verdict(m["low"], m["high"], 2 * POINT)})
     if (m := means.get("dept - lora")) is not None:
         ratios = [c["methods"]["lora"]["trainable_params"] / c["methods"]["dept"]["trainable_params"]
                   for c in cells if c.get("clears_floor") and "dept - lora" in c["differences"]]
         out.append({"target": "DePT within 1 point of LoRA with >= 5x fewer trainable parameters",
                     "measured": f"{m['difference'] / POINT:+.1f} points [{m['low'] / POINT:+.1f}, "
                                 f"{m['high'] / POINT:+.1f}]; LoRA/DePT parameters {min(ratios):.1f}x",
-                    "hit": m["difference"] >= -POINT and min(ratios) >= 5})
+                    "verdict": "no" if min(ratios) < 5 else _stats.verdict(m["low"], m["high"], -POINT)})
     return out
 
 
@@ -157,12 +174,17 @@ def markdown(record: dict) -> str:
              f"`{record.get('command', '')}`: {len(done)} of {record['planned_cells']} cells with runs; "
              f"{record['trials']} search trials per method, seeds {record['seeds']}, options {record['options']}. "
              "Scores: test main metric, mean ± sd (seeds). Differences in points (0.01), "
-             "95% bootstrap interval over test examples and seeds.", "",
+             "95% bootstrap interval over test examples and seeds. Whether LoRA clears the majority floor "
+             "(and so whether a task enters the means) is decided on validation: its seeds' best validation "
+             "scores, t interval over seeds, against the floor on the same validation examples.", "",
              "| model | task | metric | test n | floor | DePT | PT | LoRA | LoRA clears floor | DePT − PT | "
              "DePT − LoRA |", "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
     for c in done:
         ms = c["methods"]
         clears = {True: "yes", False: "**no**", None: "–"}[c.get("clears_floor")]
+        if c.get("lora_validation"):  # the validation evidence the decision rests on
+            v = c["lora_validation"]
+            clears += f" (val {v['difference']:.3f} [{v['low']:.3f}, {v['high']:.3f}] vs {c['validation_floor']:.3f})"
         lines.append(f"| {c['model']} | {c['task']} | {c['metric']} | {c['test_examples']} | "
                      f"{_number(c.get('floor'))} | {_score(ms.get('dept'))} | {_score(ms.get('pt'))} | "
                      f"{_score(ms.get('lora'))} | {clears} | {_ci(c['differences'].get('dept - pt'))} | "
@@ -172,9 +194,10 @@ def markdown(record: dict) -> str:
         lines.append(f"- {DIFFERENCES[key]}: "
                      + (f"{_ci(m)} points over {', '.join(m['cells'])}" if m else "no such task yet"))
     if record["targets"]:
-        lines += ["", "| target | measured | hit |", "|---|---|---|"]
-        lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['hit'] else 'no'} |"
-                  for t in record["targets"]]
+        lines += ["", "Verdicts follow the 95% interval: yes when it lies on the target's side, no when it lies "
+                  "on the other, undecided when it straddles the target.", "",
+                  "| target | measured | verdict |", "|---|---|---|"]
+        lines += [f"| {t['target']} | {t['measured']} | {t['verdict']} |" for t in record["targets"]]
     else:
         lines += ["", "Targets: not measured (no task clears the floor yet)."]
     equal = [c for c in done if "dept-equal-time" in c["methods"] and c["methods"]["dept-equal-time"].get("seeds")]

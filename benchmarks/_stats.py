@@ -98,6 +98,23 @@ def interval(a: Scored, seed: int = 0) -> dict:
     return {"difference": statistics.mean(a.scores), "low": float(low), "high": float(high)}
 
 
+def seed_interval(values: list[float]) -> dict:
+    """The mean of per-seed scores with its t interval over seeds (for scores whose predictions
+    were not kept, as the best validation score of each run)."""
+    from scipy import stats
+
+    mean, sd = mean_sd(values)
+    half = stats.t.ppf(1 - (1 - CONFIDENCE) / 2, len(values) - 1) * sd / len(values) ** 0.5 if len(values) > 1 \
+        else float("inf")
+    return {"difference": mean, "low": mean - half, "high": mean + half}
+
+
+def verdict(low: float, high: float, threshold: float) -> str:
+    """'yes' when the interval lies at or above the threshold, 'no' when it lies below it,
+    'undecided' when it straddles it: a point estimate alone decides nothing."""
+    return "yes" if low >= threshold else "no" if high < threshold else "undecided"
+
+
 def mean_of_differences(differences: list[dict]) -> dict | None:
     """The mean over tasks of per-task differences, with the interval of the replicate-wise
     mean (tasks bootstrapped independently; each has N_RESAMPLES replicates)."""

@@ -43,8 +43,10 @@ def fake_search(job: Job, best: float = 0.7) -> None:
     job.keep(5.0)
 
 
-def fake_run(job: Job, accuracy_: float, seconds: float = 10.0, steps: int = 10) -> None:
-    """A finished run whose test predictions are right on a fixed share of the examples."""
+def fake_run(job: Job, accuracy_: float, seconds: float = 10.0, steps: int = 10,
+             validation: float | None = None) -> None:
+    """A finished run whose test predictions are right on a fixed share of the examples, and whose
+    best validation score is `validation` (default: the test accuracy)."""
     from dept.training.outputs import TEST_PREDICTIONS, write_predictions
 
     test = load_task("demo", "test", seed=42)[:TEST_N]
@@ -55,7 +57,8 @@ def fake_run(job: Job, accuracy_: float, seconds: float = 10.0, steps: int = 10)
     write_predictions(job.out / TEST_PREDICTIONS, predictions)
     (job.out / "results.json").write_text(json.dumps({
         "trainable_params": {"lora": 800}.get(job.method, 100), "steps": steps, "train_seconds": seconds,
-        "wall_seconds": seconds + 1, "learning_rates": {}}))
+        "wall_seconds": seconds + 1, "learning_rates": {},
+        "best_validation": {"accuracy": accuracy_ if validation is None else validation}}))
     job.keep(seconds + 2)
 
 
@@ -153,8 +156,9 @@ def test_the_report_scores_intervals_and_floor(study, tmp_path):
     assert cell["clears_floor"]  # LoRA at 0.95-1.0 against a floor near 0.5
     means = record["means_over_cleared"]
     assert means["dept - pt"]["difference"] == pytest.approx(0.2) and means["dept - pt"]["tasks"] == 1
-    hits = {t["target"][:20]: t["hit"] for t in record["targets"]}
-    assert hits == {"DePT >= PT + 2 point": True, "DePT within 1 point ": False}  # 0.925 vs 0.975
+    verdicts = {t["target"][:20]: t["verdict"] for t in record["targets"]}
+    # +20 points, interval above +2: yes; -5 points on 40 examples and 2 seeds, interval across -1: undecided
+    assert verdicts == {"DePT >= PT + 2 point": "yes", "DePT within 1 point ": "undecided"}
     text = report.markdown(record)
     assert "| m | demo | accuracy | 40 |" in text and "+20.0 [" in text
     report.plot(record, tmp_path / "diff.png")
@@ -167,13 +171,32 @@ def test_a_grid_where_nothing_clears_the_floor_states_no_target(study):
         if j.kind == "search":
             fake_search(j)
     for j in accuracy.plan("t"):
-        if j.kind == "seed":
-            fake_run(j, 0.5)  # every method, LoRA included, at about the majority floor
+        if j.kind == "seed":  # every method, LoRA included, at about the majority floor
+            fake_run(j, 0.5, validation=0.45 if j.out.name.endswith("1") else 0.55)
     record = report.analyse(study, accuracy.RECORD / "t", None)
     assert record["cells"][0]["clears_floor"] is False and record["targets"] == []
     text = report.markdown(record)
     assert "Targets: not measured (no task clears the floor yet)." in text
-    assert "| target | measured | hit |" not in text
+    assert "| target | measured | verdict |" not in text
+
+
+def test_which_tasks_enter_the_means_is_decided_on_validation_not_test(study):
+    for j in accuracy.plan("t"):
+        if j.kind == "search":
+            fake_search(j)
+    for j in accuracy.plan("t"):
+        if j.kind == "seed":  # LoRA high on test, at the floor on validation
+            fake_run(j, {"dept": 0.9, "pt": 0.7, "lora": 0.95}[j.method],
+                     validation=(0.45 if j.out.name.endswith("1") else 0.55) if j.method == "lora" else None)
+    cell = report.analyse(study, accuracy.RECORD / "t", None)["cells"][0]
+    assert cell["clears_floor"] is False and cell["lora_validation"]["low"] < cell["validation_floor"]
+
+
+def test_verdicts_follow_the_interval():
+    assert _stats.verdict(2.5, 4.0, 2.0) == "yes" and _stats.verdict(-3.0, 1.9, 2.0) == "no"
+    assert _stats.verdict(-3.4, 3.6, -1.0) == "undecided"  # +0.1 [-3.4, +3.6] is not "within 1 point"
+    interval = _stats.seed_interval([0.80, 0.82, 0.84])
+    assert interval["low"] < 0.82 < interval["high"] and interval["difference"] == pytest.approx(0.82)
 
 
 def test_a_cell_with_only_a_search_shows_its_measurements_and_dashes_for_the_rest(study):
