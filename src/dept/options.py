@@ -71,12 +71,3 @@ def check_options(options) -> None:
             raise OptionError(f"option {f.name}: must be at least {meta['minimum']}, got {value}")
         if meta.get("positive") and not value > 0:
             raise OptionError(f"option {f.name}: must be greater than 0, got {value}")
-
-
-def from_mapping(cls: type, data: dict, source: str = "options"):
-    """An options dataclass from a YAML/JSON mapping whose keys are field names or aliases."""
-    names = spellings(cls)
-    unknown = sorted(k for k in data if k not in names)
-    if unknown:
-        raise OptionError(f"{source}: unknown option(s) {unknown}")
-    return cls(**{names[k]: v for k, v in data.items()})

@@ -19,7 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .accounting import Accounting, Metrics
 from .adapters import RequestError
 from .completions import completions
-from .engine import Engine, QueueFull, ShuttingDown
+from .engine import QueueFull, ShuttingDown
+from .interface import ServingEngine
 from .schemas import AdapterRequest, ClassifyRequest, error_body
 from .service import Limits, Service, authorised, service
 from .shutdown import Draining
@@ -109,7 +110,7 @@ async def delete_adapter(name: str, svc: Service = Depends(service)):
     return {"id": name, "object": "model", "deleted": True}
 
 
-def create_app(engine: Engine, *, base_name: str, adapters_dir: str | None = None, allow_updates: bool = False,
+def create_app(engine: ServingEngine, *, base_name: str, adapters_dir: str | None = None, allow_updates: bool = False,
                api_key: str | None = None, limits: Limits | None = None, metrics: Metrics | None = None) -> FastAPI:
     limits = limits or Limits()
     svc = Service(engine, base_name, limits, metrics or Metrics().track_queue(engine.depth),

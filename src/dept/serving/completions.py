@@ -36,7 +36,7 @@ def _checked_prompts(body: CompletionRequest, adapter: Served | None, svc: Servi
     unsupported = body.unsupported()
     if unsupported:
         raise RequestError(f"{unsupported}: not supported by dept serve; leave it out", param=unsupported)
-    family = svc.engine.model.family
+    family = svc.engine.family
     if not family.generates:
         raise RequestError(f"a {family.name} model classifies; use /v1/classify", param="model")
     if body.max_tokens > svc.limits.max_tokens:
@@ -46,7 +46,7 @@ def _checked_prompts(body: CompletionRequest, adapter: Served | None, svc: Servi
     if not prompts or len(prompts) > svc.limits.max_inputs:
         raise RequestError(f"'prompt' must hold 1 to {svc.limits.max_inputs} strings", param="prompt")
     truncated = [adapter.check_length(p, f"prompt[{i}]") if adapter else False for i, p in enumerate(prompts)]
-    tokenizer = svc.engine.model.tokenizer
+    tokenizer = svc.engine.tokenizer
     ids = [adapter.collator.source_ids(p) if adapter else tokenizer(p)["input_ids"] for p in prompts]
     if any(not i for i in ids):
         raise RequestError("an empty prompt", param="prompt")

@@ -25,6 +25,7 @@ from ..data import pad_id, pad_rows
 from ..trained import read_trained
 from .adapters import RequestError, Served, describe
 from .decode import Row, generate_rows
+from .policy import BatchPolicy, Kind
 
 log = logging.getLogger("dept")
 
@@ -39,7 +40,7 @@ class ShuttingDown(Exception):
 
 @dataclass
 class Work:
-    kind: str                         # "classify", "generate" or "control"
+    kind: Kind
     rows: list[Any]                   # classify: (Served, source ids); generate: decode.Row
     future: Future = field(default_factory=Future)
     done: list[Any] = field(default_factory=list)
@@ -47,6 +48,7 @@ class Work:
     action: Any = None                # control: a function run on the worker thread
 
     def __post_init__(self) -> None:
+        self.kind = Kind(self.kind)
         self.remaining = len(self.rows)
         self.done = [None] * len(self.rows)
 
@@ -54,22 +56,12 @@ class Work:
         """The adapters its rows name (the base model alone names none)."""
         return {row.adapter if isinstance(row, Row) else row[0].name for row in self.rows} - {None}
 
-    @property
-    def adapter(self) -> str | None:
-        if not self.rows:
-            return None
-        first = self.rows[0]
-        return first.adapter if isinstance(first, Row) else first[0].name
-
 
 class Engine:
     def __init__(self, model, *, max_batch_size: int = 16, max_batch_wait_ms: float = 5.0, max_queue: int = 256,
                  mix_adapters: bool = True, metrics=None):
         self.model = model.eval()
-        self.max_batch_size = max_batch_size
-        self.max_batch_wait = max_batch_wait_ms / 1000
-        self.mix_adapters = mix_adapters
-        """False batches only requests for the same adapter (a comparison point for benchmarks)."""
+        self.policy = BatchPolicy(max_batch_size, max_batch_wait_ms / 1000, mix_adapters)
         self.queue: queue.Queue[Work] = queue.Queue(maxsize=max_queue)
         self.adapters: dict[str, Served] = {}
         self.metrics = metrics
@@ -133,13 +125,21 @@ class Engine:
         return self._control(action)
 
     def _control(self, action):
-        work = Work("control", [], action=action)
+        work = Work(Kind.CONTROL, [], action=action)
         if not self.running:  # before start(): nothing can be in flight
             return action()
         self.queue.put(work)
         return work.future.result()
 
     # ----- requests --------------------------------------------------------------------------
+    @property
+    def family(self):
+        return self.model.family
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
     def submit(self, work: Work) -> Future:
         if self._closed:
             raise ShuttingDown()
@@ -150,10 +150,10 @@ class Engine:
         return work.future
 
     def classify(self, served: Served, sources: list[str]) -> Work:
-        return Work("classify", [(served, served.collator.source_ids(s)) for s in sources])
+        return Work(Kind.CLASSIFY, [(served, served.collator.source_ids(s)) for s in sources])
 
     def generate(self, rows: list[Row]) -> Work:
-        return Work("generate", rows)
+        return Work(Kind.GENERATE, rows)
 
     # ----- the worker ----------------------------------------------------------------------
     def _loop(self) -> None:
@@ -163,10 +163,10 @@ class Engine:
                 continue
             self._busy = True
             try:
-                for kind in ("control", "classify", "generate"):
+                for kind in Kind:
                     # A request whose client left (or timed out) is dropped before it costs anything.
                     works = [w for w in batch if w.kind == kind and not w.future.cancelled()]
-                    if kind != "control":
+                    if kind is not Kind.CONTROL:
                         works = self._answerable(works)
                     if works:
                         self._run(kind, works)
@@ -188,36 +188,18 @@ class Engine:
         return keep
 
     def _collect(self) -> list[Work]:
-        """Up to max_batch_size rows: held-over work first, then what arrives within the wait."""
-        batch, rows = [], 0
-        if self._held:
-            batch, self._held = self._held, []
-            rows = sum(len(w.rows) for w in batch)
-        else:
-            try:
-                first = self.queue.get(timeout=0.05)
-            except queue.Empty:
-                return []
-            batch, rows = [first], len(first.rows)
-        deadline = time.perf_counter() + self.max_batch_wait
-        while rows < self.max_batch_size and batch[0].kind != "control":
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                break
-            try:
-                work = self.queue.get(timeout=left)
-            except queue.Empty:
-                break
-            if (work.kind == "control" or rows + len(work.rows) > self.max_batch_size
-                    or (not self.mix_adapters and work.adapter != batch[0].adapter)):
-                self._held.append(work)  # starts the next batch
-                break
-            batch.append(work)
-            rows += len(work.rows)
+        """The next batch, as the policy forms it from held-over work and the queue."""
+        batch, self._held = self.policy.form(self._held, self._take)
         return batch
 
-    def _run(self, kind: str, works: list[Work]) -> None:
-        if kind == "control":
+    def _take(self, timeout: float) -> Work | None:
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _run(self, kind: Kind, works: list[Work]) -> None:
+        if kind is Kind.CONTROL:
             for work in works:
                 try:
                     work.future.set_result(work.action())
@@ -244,8 +226,8 @@ class Engine:
                 except Exception:
                     raise_into(work)
 
-    def _compute(self, kind: str, works: list[Work]) -> None:
-        if kind == "classify":
+    def _compute(self, kind: Kind, works: list[Work]) -> None:
+        if kind is Kind.CLASSIFY:
             self._classify(works)
         else:
             self._generate(works)

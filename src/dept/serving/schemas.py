@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -79,5 +79,3 @@ class AdapterRequest(BaseModel):
 def error_body(message: str, kind: str, *, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
-
-FinishReason = Literal["stop", "length"]

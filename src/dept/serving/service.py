@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 
 from .accounting import Metrics
 from .adapters import RequestError, Served
-from .engine import Engine
+from .interface import ServingEngine
 from .shutdown import Draining
 
 
@@ -33,7 +33,7 @@ class Limits:
 class Service:
     """What every route may use."""
 
-    engine: Engine
+    engine: ServingEngine
     base_name: str
     limits: Limits
     metrics: Metrics
