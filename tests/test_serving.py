@@ -22,7 +22,7 @@ from helpers_train import dept_cli, dept_command, llama_dir, subprocess_env, tra
 
 from dept.cli.serve_cmd import ServeOptions, build
 from dept.serving.app import Limits, create_app
-from dept.serving.engine import Engine, QueueFull, Work
+from dept.serving.engine import ClassifyRow, Engine, QueueFull, Work
 
 SENTENCES = ["A wonderful, moving film.", "Dull and far too long.", "I laughed the whole way through.",
              "Not worth the ticket.", "A quiet triumph.", "The plot made no sense."]
@@ -163,7 +163,7 @@ def test_an_error_in_one_request_never_fails_its_batch_mates(adapters, llama_dir
     with TestClient(app):
         good = engine.classify(engine.adapters["one"], ["sentence: fine"])
         bad = engine.classify(engine.adapters["one"], ["sentence: fine"])
-        bad.rows[0] = (engine.adapters["one"], [10**9])  # an id past the vocabulary: this row's forward fails
+        bad.rows[0] = ClassifyRow(engine.adapters["one"], [10**9])  # an id past the vocabulary: its forward fails
         futures = [engine.submit(good), engine.submit(bad)]
         assert futures[0].result(30)[0]["label"] in ("negative", "positive")
         with pytest.raises(Exception):
@@ -303,6 +303,7 @@ def test_decoding_with_the_prompt_cache_equals_the_laid_out_rows(adapters):
     """The server's own decode loop prefills from the persistent prompt cache (the shared
     prefix); it must give the tokens the laid-out rows give, for a batch mixing adapters."""
     from dept.inference import load_trained
+    from dept.serving.adapters import AdapterRef
     from dept.serving.decode import Row, generate_rows
 
     model = load_trained(adapters / "one").model
@@ -313,7 +314,7 @@ def test_decoding_with_the_prompt_cache_equals_the_laid_out_rows(adapters):
     tokens = {}
     for share in (True, False):
         model.share_prefix = share
-        rows = [Row(tokenizer(s)["input_ids"], name, max_tokens=6, temperature=0.0, top_p=1.0, stops=[],
+        rows = [Row(tokenizer(s)["input_ids"], AdapterRef(name, 0, ""), max_tokens=6, temperature=0.0, top_p=1.0, stops=[],
                     generator=None) for s, name in zip(SENTENCES, names)]
         assert model.uses_shared_prefix(names, 32) == share
         generate_rows(model, rows, tokenizer.pad_token_id, on_done=lambda row: None)

@@ -24,6 +24,17 @@ class RequestError(UserError):
         self.param = param
 
 
+@dataclass(frozen=True)
+class AdapterRef:
+    """The handle a request row carries to its adapter (as vLLM's LoRARequest): the id is new at
+    every load, so a row admitted for an adapter that was removed, or removed and loaded again
+    under the same name, is told apart from the one served now."""
+
+    name: str
+    id: int
+    path: str
+
+
 @dataclass
 class Served:
     name: str
@@ -36,6 +47,8 @@ class Served:
     rank: int
     task: TaskSpec | None = None
     """The adapter's own task (a built-in row or the user's task it was trained on)."""
+    ref: AdapterRef | None = None
+    """The handle its request rows carry (set when the engine loads it)."""
 
     @property
     def candidates(self) -> list[str] | None:
@@ -64,8 +77,9 @@ class Served:
         return True
 
 
-def describe(model: DeptModel, trained: TrainedAdapter, name: str) -> Served:
+def describe(model: DeptModel, trained: TrainedAdapter, name: str, load_id: int = 0) -> Served:
     """The serving record of adapter `name`, already loaded on `model` from `trained`."""
     config = trained.config
     return Served(name, str(trained.path), trained.meta, replace(adapter_collator(model, config), truncate=True),
-                  config.on_overflow, config.prompt_length, config.rank, trained.task)
+                  config.on_overflow, config.prompt_length, config.rank, trained.task,
+                  AdapterRef(name, load_id, str(trained.path)))

@@ -65,7 +65,7 @@ def _rows(body: CompletionRequest, adapter: Served | None, prompt_ids, stream) -
             generator = torch.Generator().manual_seed((seed + 2**63) % 2**64 - 2**63)
         on_text = (lambda piece, index=index: loop.call_soon_threadsafe(stream.put_nowait, (index, piece))) \
             if stream is not None else None
-        rows.append(Row(source_ids, adapter.name if adapter else None, body.max_tokens, body.temperature,
+        rows.append(Row(source_ids, adapter.ref if adapter else None, body.max_tokens, body.temperature,
                         body.top_p, body.stops(), generator, on_text))
     return rows
 

@@ -16,12 +16,14 @@ from torch import Tensor
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from ..scoring import cache_argument, output_cache
+from .adapters import AdapterRef
 
 
 @dataclass
 class Row:
     source_ids: list[int]
-    adapter: str | None
+    adapter: AdapterRef | None
+    """None: the base model alone."""
     max_tokens: int
     temperature: float
     top_p: float
@@ -84,7 +86,7 @@ def generate_rows(model, rows: list[Row], pad_id: int, on_done: Callable[[Row], 
     else:
         # Decoder-only: each adapter's prompt keys/values come from the persistent prompt cache
         # and the prefill runs the input tokens alone (the shared prefix, docs/method.md).
-        names = [r.adapter for r in rows]
+        names = [r.adapter.name for r in rows]
         shared = model.uses_shared_prefix(names, input_ids.shape[1] + max(r.max_tokens for r in rows))
         prepared = model.prepare_inputs(input_ids, attention, adapter_names=names, left_pad=True, shared=shared)
         prepared.pop("row_adapters")

@@ -11,6 +11,7 @@ model that changes under them.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -23,7 +24,7 @@ import torch
 
 from ..data import pad_id, pad_rows
 from ..trained import read_trained
-from .adapters import RequestError, Served, describe
+from .adapters import AdapterRef, RequestError, Served, describe
 from .decode import Row, generate_rows
 from .policy import BatchPolicy, Kind
 
@@ -38,10 +39,20 @@ class ShuttingDown(Exception):
     """The server drains after SIGTERM: answer 503 with Retry-After."""
 
 
+@dataclass(frozen=True)
+class ClassifyRow:
+    served: Served
+    source_ids: list[int]
+
+    @property
+    def adapter(self) -> AdapterRef:
+        return self.served.ref
+
+
 @dataclass
 class Work:
     kind: Kind
-    rows: list[Any]                   # classify: (Served, source ids); generate: decode.Row
+    rows: list[Any]                   # ClassifyRow or decode.Row, as the kind says
     future: Future = field(default_factory=Future)
     done: list[Any] = field(default_factory=list)
     remaining: int = 0
@@ -54,7 +65,10 @@ class Work:
 
     def adapter_names(self) -> set[str]:
         """The adapters its rows name (the base model alone names none)."""
-        return {row.adapter if isinstance(row, Row) else row[0].name for row in self.rows} - {None}
+        return {row.adapter.name for row in self.rows if row.adapter is not None}
+
+    def adapter_refs(self) -> set[AdapterRef]:
+        return {row.adapter for row in self.rows if row.adapter is not None}
 
 
 class Engine:
@@ -70,6 +84,7 @@ class Engine:
         self._closed = False           # drain: no new work is admitted
         self._shedding = threading.Event()  # drain's timeout: what is left is answered ShuttingDown
         self._busy = False             # the worker is running a batch
+        self._load_ids = itertools.count(1)  # each load's AdapterRef id
         self._thread = threading.Thread(target=self._loop, name="dept-engine", daemon=True)
         self.pad_id = pad_id(model.tokenizer)
 
@@ -112,7 +127,7 @@ class Engine:
             if name in self.adapters:
                 raise RequestError(f"an adapter named {name!r} is already served", status=409, param="name")
             self.model.load_adapter(trained, adapter_name=name)
-            self.adapters[name] = describe(self.model, trained, name)
+            self.adapters[name] = describe(self.model, trained, name, next(self._load_ids))
             return self.adapters[name]
         return self._control(action)
 
@@ -150,7 +165,7 @@ class Engine:
         return work.future
 
     def classify(self, served: Served, sources: list[str]) -> Work:
-        return Work(Kind.CLASSIFY, [(served, served.collator.source_ids(s)) for s in sources])
+        return Work(Kind.CLASSIFY, [ClassifyRow(served, served.collator.source_ids(s)) for s in sources])
 
     def generate(self, rows: list[Row]) -> Work:
         return Work(Kind.GENERATE, rows)
@@ -165,20 +180,29 @@ class Engine:
             try:
                 for kind in Kind:
                     # A request whose client left (or timed out) is dropped before it costs anything.
-                    works = [w for w in batch if w.kind == kind and not w.future.cancelled()]
-                    if kind is not Kind.CONTROL:
-                        works = self._answerable(works)
-                    if works:
-                        self._run(kind, works)
+                    works = [w for w in batch if w.kind is kind and not w.future.cancelled()]
+                    self._step(kind, works)
             finally:
                 self._busy = False
+
+    def _step(self, kind: Kind, works: list[Work]) -> None:
+        try:
+            if kind is not Kind.CONTROL:
+                works = self._answerable(works)
+            if works:
+                self._run(kind, works)
+        except Exception as err:  # nothing a request brings may stop the worker
+            log.exception("the worker failed a batch")
+            for work in works:
+                fail(work, err)
 
     def _answerable(self, works: list[Work]) -> list[Work]:
         """The works still to run; the others are answered here: ShuttingDown once the drain sheds,
         404 when an adapter they were admitted for has been removed since."""
         keep = []
         for work in works:
-            gone = sorted({name for name in work.adapter_names() if name not in self.adapters})
+            gone = sorted(ref.name for ref in work.adapter_refs()
+                          if ref.name not in self.adapters or self.adapters[ref.name].ref != ref)
             if self._shedding.is_set():
                 fail(work, ShuttingDown())
             elif gone:
@@ -236,7 +260,7 @@ class Engine:
                 fail(work, ShuttingDown())
 
     def _classify(self, works: list[Work]) -> None:
-        rows = [(w, i, served, ids) for w in works for i, (served, ids) in enumerate(w.rows)]
+        rows = [(w, i, row.served, row.source_ids) for w in works for i, row in enumerate(w.rows)]
         by_task: dict[tuple, list] = {}
         for row in rows:  # rank classification needs one candidate list per forward
             by_task.setdefault(tuple(row[2].candidates or ()), []).append(row)
@@ -289,7 +313,7 @@ class Engine:
         tokenizer, device = self.model.tokenizer, self.model.device
         input_ids = pad_rows([r.source_ids for r in rows], self.pad_id, "right").to(device)
         mask = pad_rows([[1] * len(r.source_ids) for r in rows], 0, "right").to(device)
-        new = self.model.generate(input_ids, mask, adapter_names=[r.adapter for r in rows],
+        new = self.model.generate(input_ids, mask, adapter_names=[r.adapter.name for r in rows],
                                   max_new_tokens=max(r.max_tokens for r in rows), do_sample=False)
         eos = {tokenizer.eos_token_id}
         start = self.model.base_model.generation_config.decoder_start_token_id
