@@ -20,7 +20,7 @@ install-gemma: install
 demo: install
 	dept demo
 
-test: install
+test: install-gemma
 	$(PY) -m pytest -q
 
 bench-quick: install

@@ -5,24 +5,21 @@ process over HTTP with the `openai` client and SIGTERM with requests in flight."
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import torch
 from fastapi.testclient import TestClient
+from helpers_serve import running_server, served_adapters
 from helpers_tiny import one_thread  # noqa: F401  (autouse: one CPU thread per module)
-from helpers_train import dept_cli, dept_command, llama_dir, subprocess_env, trained_run  # noqa: F401
+from helpers_train import llama_dir  # noqa: F401
 
 from dept.cli.serve_cmd import ServeOptions, build
 from dept.serving.app import Limits, create_app
-from dept.serving.engine import ClassifyRow, Engine, QueueFull, Work
+from dept.serving.engine import ClassifyRow, QueueFull, Work
 
 SENTENCES = ["A wonderful, moving film.", "Dull and far too long.", "I laughed the whole way through.",
              "Not worth the ticket.", "A quiet triumph.", "The plot made no sense."]
@@ -31,11 +28,7 @@ SENTENCES = ["A wonderful, moving film.", "Dull and far too long.", "I laughed t
 @pytest.fixture(scope="module")
 def adapters(llama_dir, tmp_path_factory):
     """Two demo adapters of the tiny Llama, different (seeds), in one adapters folder."""
-    root = tmp_path_factory.mktemp("adapters")
-    for name, seed in (("one", 1), ("two", 2)):
-        run = trained_run(llama_dir, tmp_path_factory, "--seed", seed)
-        shutil.copytree(run, root / name, ignore=shutil.ignore_patterns("checkpoint*", "*.jsonl", "*.png"))
-    return root
+    return served_adapters(llama_dir, tmp_path_factory)
 
 
 def serve(adapters, llama_dir, **kw):
@@ -224,33 +217,10 @@ def test_hot_load_and_delete_under_traffic(adapters, llama_dir, tmp_path):
 
 
 # ----- the real process --------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(adapters, llama_dir):
-    port = free_port()
-    process = subprocess.Popen([*dept_command(), "serve", "--adapters_dir", adapters, "--model", llama_dir,
-                                "--port", str(port), "--max_batch_wait_ms", "20"],
-                               env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:  # bounded: the server is up or the test fails
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail(f"dept serve did not start: {process.stderr.read()}")
-    yield process, url
-    if process.poll() is None:
-        process.kill()
-        process.wait(10)
+    with running_server("--adapters_dir", adapters, "--model", llama_dir, "--max_batch_wait_ms", 20) as running:
+        yield running
 
 
 def test_the_openai_client_works_unchanged(server):

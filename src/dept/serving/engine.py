@@ -15,7 +15,6 @@ import itertools
 import logging
 import queue
 import threading
-import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
