@@ -31,7 +31,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from .errors import OptionError, UserError
-from .options import check_options, opt, spellings
+from .options import check_options, opt, read_yaml_mapping, spellings
 from .training.methods import BASELINE_LR
 from .training.options import LOWRANK_LR_PER_RMS, PROMPT_LR_PER_RMS, TrainOptions
 
@@ -95,16 +95,8 @@ def default_space(options: TrainOptions, rms: float) -> list[Param]:
 
 def read_space(path: str | Path, rms: float) -> list[Param]:
     """Parse a search-space YAML file (see the module docstring)."""
-    import yaml
-
-    path = Path(path)
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise SearchError(f"--search_space {path}: cannot read it ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise SearchError(f"--search_space {path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(loaded, dict) or not loaded:
+    loaded = read_yaml_mapping(path, "--search_space", SearchError, "ranges")
+    if not loaded:
         raise SearchError(f"--search_space {path}: expected a mapping of option names to ranges")
     names = spellings(TrainOptions)
     kinds = {f.name: f.type for f in fields(TrainOptions)}

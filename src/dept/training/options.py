@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..config import DEFAULT_INIT_TEXT, OVERFLOW_POLICIES, PROMPT_INITS, SCALINGS
 from ..errors import OptionError
-from ..options import check_options, from_mapping, opt, spellings
+from ..options import check_options, opt
 from ..tasks.meta import DECODERS, DEFAULT_SPLIT_SEED
 from ..tasks.splits import PROTOCOLS
 from ..tasks.templates import TARGET_WORDS
@@ -139,16 +139,6 @@ class TrainOptions:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def field_names(cls) -> dict[str, str]:
-        """Every accepted spelling (name or alias) -> field name."""
-        return spellings(cls)
-
-    @classmethod
-    def from_mapping(cls, data: dict, source: str = "options") -> "TrainOptions":
-        """From a YAML/JSON mapping whose keys are field names or aliases; unknown keys are errors."""
-        return from_mapping(cls, data, source)
 
 
 def result_fields() -> list[str]:
