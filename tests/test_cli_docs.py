@@ -114,3 +114,34 @@ def test_the_console_script_answers_help():
     done = subprocess.run([sys.executable, "-m", "dept.cli.main", "train", "--help"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0 and "--prompt_length" in done.stdout and "--prefix_length" in done.stdout
+
+
+# Every alias that `dept train` accepted before options took one word per concept.
+TRAIN_ALIASES = {"model": "model_name_or_path", "task_name": "task", "prefix_length": "prompt_length",
+                 "num_virtual_tokens": "prompt_length", "r": "rank", "lora_alpha": "alpha",
+                 "prompt_tuning_init_text": "init_text", "peft_model_id": "init_from",
+                 "max_seq_length": "max_length", "k_shot_example": "k_shot_examples", "lr": "learning_rate",
+                 "lora_embedding_lr": "lowrank_lr", "batch_size": "per_device_train_batch_size",
+                 "train_batch_size": "per_device_train_batch_size", "eval_batch_size": "per_device_eval_batch_size",
+                 "resume_from_checkpoint": "resume"}
+VALUES = {"model": "m", "task_name": "rte", "prompt_tuning_init_text": "hello", "peft_model_id": "runs/a",
+          "lr": "0.5", "lora_embedding_lr": "0.5", "lora_alpha": "4.0", "resume_from_checkpoint": "true"}
+
+
+@pytest.mark.parametrize("alias", sorted(TRAIN_ALIASES))
+@pytest.mark.parametrize("dashes", [False, True])
+def test_the_reference_spellings_parse_to_todays_options(alias, dashes, tmp_path):
+    from dept.cli.arguments import options_from_args
+    from dept.training.options import TrainOptions
+
+    value = VALUES.get(alias, "7")
+    flag = "--" + (alias.replace("_", "-") if dashes else alias)
+    parser, _ = build_parser(only="train")
+    by_alias = options_from_args(parser.parse_args(["train", flag, value]), TrainOptions)
+    name = TRAIN_ALIASES[alias]
+    by_name = options_from_args(parser.parse_args(["train", f"--{name}", value]), TrainOptions)
+    assert getattr(by_alias, name) == getattr(by_name, name) != getattr(TrainOptions(), name)
+    config = tmp_path / "run.yaml"  # and as a key of a --config file
+    config.write_text(f"{alias}: {value}\n")
+    from_yaml = options_from_args(parser.parse_args(["train", "--config", str(config)]), TrainOptions)
+    assert getattr(from_yaml, name) == getattr(by_name, name)
