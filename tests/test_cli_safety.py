@@ -81,7 +81,7 @@ def test_a_wrong_argument_prints_the_subcommands_usage(capsys):
 # ----- numbers ---------------------------------------------------------------------------
 @pytest.mark.parametrize("args, message", [
     (["--learning_rate", "-0.1"], "option learning_rate: must be greater than 0"),
-    (["--lora_embedding_lr", "0"], "option lora_embedding_lr: must be greater than 0"),
+    (["--lora_embedding_lr", "0"], "option lowrank_lr: must be greater than 0"),
     (["--warmup_steps", "-1"], "option warmup_steps: must be at least 0"),
     (["--max_train_samples", "0"], "option max_train_samples: must be at least 1"),
     (["--max_train_samples", "-1"], "option max_train_samples: must be at least 1"),

@@ -73,11 +73,11 @@ def test_a_stopped_search_continues_in_its_storage(bert_dir, tmp_path):
     rms = embedding_rms(load_base(str(bert_dir))[0])
     for row in rows:
         assert PROMPT_LR_PER_RMS * rms / 10 <= float(row["learning_rate"]) <= PROMPT_LR_PER_RMS * rms * 10
-        assert LOWRANK_LR_PER_RMS * rms / 10 <= float(row["lora_embedding_lr"]) <= LOWRANK_LR_PER_RMS * rms * 10
+        assert LOWRANK_LR_PER_RMS * rms / 10 <= float(row["lowrank_lr"]) <= LOWRANK_LR_PER_RMS * rms * 10
     assert len({row["learning_rate"] for row in rows}) == 3
     # Trial 0 is the defaults: a search is never worse on validation than not searching.
     assert float(rows[0]["learning_rate"]) == pytest.approx(PROMPT_LR_PER_RMS * rms)
-    assert float(rows[0]["lora_embedding_lr"]) == pytest.approx(LOWRANK_LR_PER_RMS * rms)
+    assert float(rows[0]["lowrank_lr"]) == pytest.approx(LOWRANK_LR_PER_RMS * rms)
     plots = sorted(p.name for p in (out / "plots").iterdir())
     assert plots == ["history.png", "param_importances.png", "params_vs_score.png"]
     done = dept_cli("search", "--model", bert_dir, *FAST, "--output_dir", out, "--n_trials", 3)
@@ -101,7 +101,7 @@ def test_the_defaults_run_again_when_their_trial_was_killed(bert_dir, tmp_path):
     rows = _trials(out)
     assert [(r["number"], r["state"]) for r in rows] == [("0", "FAIL"), ("1", "COMPLETE")]
     assert rows[1]["learning_rate"] == rows[0]["learning_rate"]
-    assert rows[1]["lora_embedding_lr"] == rows[0]["lora_embedding_lr"]
+    assert rows[1]["lowrank_lr"] == rows[0]["lowrank_lr"]
 
 
 def test_search_spaces_scale_with_the_embeddings(tmp_path):
@@ -109,7 +109,7 @@ def test_search_spaces_scale_with_the_embeddings(tmp_path):
     space = {p.name: p for p in default_space(TrainOptions(), rms)}
     assert math.isclose(space["learning_rate"].low, PROMPT_LR_PER_RMS * rms / 10)
     assert math.isclose(space["learning_rate"].high, PROMPT_LR_PER_RMS * rms * 10)
-    assert math.isclose(space["lora_embedding_lr"].high, LOWRANK_LR_PER_RMS * rms * 10)
+    assert math.isclose(space["lowrank_lr"].high, LOWRANK_LR_PER_RMS * rms * 10)
     assert space["learning_rate"].log
     assert [p.name for p in default_space(TrainOptions(method="pt"), rms)] == ["learning_rate"]
     # LoRA's body rate does not scale with the embeddings: around its own default, not the prompt's.

@@ -32,7 +32,7 @@ def ids(params) -> set[int]:
 
 
 def test_dept_groups_prompt_and_lowrank_at_their_rates(llama_dir):
-    model, options, rms = built(llama_dir, learning_rate=0.3, lora_embedding_lr=0.002, weight_decay=0.01)
+    model, options, rms = built(llama_dir, learning_rate=0.3, lowrank_lr=0.002, weight_decay=0.01)
     groups = by_name(param_groups(model, options, rms))
     adapter = model.dept_adapters["default"]
     assert list(groups) == ["prompt", "lowrank"]
@@ -96,7 +96,7 @@ def test_groups_cover_every_trainable_tensor_once(kind, llama_dir, bert_dir):
 @pytest.mark.parametrize("weight_decay", [0.0, 0.5])
 def test_weight_decay_is_really_applied(llama_dir, weight_decay):
     """With zero gradients Adam's moment update is 0, so AdamW only decays: p <- p·(1 - lr·wd)."""
-    model, options, rms = built(llama_dir, learning_rate=0.1, lora_embedding_lr=0.02, weight_decay=weight_decay)
+    model, options, rms = built(llama_dir, learning_rate=0.1, lowrank_lr=0.02, weight_decay=weight_decay)
     groups = param_groups(model, options, rms)
     optimizer = torch.optim.AdamW(groups)
     before = {id(p): p.detach().clone() for g in groups for p in g["params"]}

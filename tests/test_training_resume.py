@@ -161,3 +161,18 @@ def test_the_first_save_after_resuming_from_old_keeps_it_until_replaced(llama_di
         ckpt.save_checkpoint(out, trainable=dict(model.named_parameters()), optimizer=optimizer, scheduler=scheduler, trainer_state={"step": 1})
     assert renames == [("checkpoint.tmp", "checkpoint", True)]  # .old still there at the rename
     assert not (out / "checkpoint.old").exists() and find_checkpoint(out) == out / "checkpoint"
+
+
+def test_a_checkpoint_stored_with_older_option_names_is_checked_under_todays(tmp_path):
+    """Run folders written before `--lora_embedding_lr` became `--lowrank_lr` resume, and a
+    changed value is still refused."""
+    from dept.training.checkpoint import CheckpointError
+    from dept.training.loop import check_resumable
+    from dept.training.options import TrainOptions
+
+    stored = TrainOptions(lowrank_lr=0.01).to_dict()
+    stored["lora_embedding_lr"] = stored.pop("lowrank_lr")  # as the older code wrote options.json
+    (tmp_path / "options.json").write_text(json.dumps(stored))
+    check_resumable(tmp_path, TrainOptions(lowrank_lr=0.01))
+    with pytest.raises(CheckpointError, match=r"lowrank_lr: 0.01 -> 0.02"):
+        check_resumable(tmp_path, TrainOptions(lowrank_lr=0.02))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import typing
 from dataclasses import field, fields
+from pathlib import Path
 
 from .errors import OptionError
 
@@ -71,3 +72,22 @@ def check_options(options) -> None:
             raise OptionError(f"option {f.name}: must be at least {meta['minimum']}, got {value}")
         if meta.get("positive") and not value > 0:
             raise OptionError(f"option {f.name}: must be greater than 0, got {value}")
+
+
+def read_yaml_mapping(path, flag: str, error: type[Exception] = OptionError, values: str = "values") -> dict:
+    """The one place a YAML file of options is read (`--config`, `--search_space`): a mapping,
+    or a one-line error naming the flag and the file."""
+    import yaml  # only when a file is read: `dept budget` starts fast
+
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise error(f"{flag} {path}: cannot read it ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise error(f"{flag} {path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise error(f"{flag} {path}: expected a mapping of option names to {values}")
+    return loaded

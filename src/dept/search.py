@@ -15,7 +15,7 @@ the missing trials are run. Trials killed mid-run are marked failed by Optuna's 
 Search-space YAML, one entry per TrainOptions field (name or alias):
 
     learning_rate:     {low_rms: 0.022, high_rms: 2.2}    # x embedding RMS, log-uniform
-    lora_embedding_lr: {low: 1.0e-5, high: 1.0e-3, log: true}
+    lowrank_lr:        {low: 1.0e-5, high: 1.0e-3, log: true}
     rank:              {low: 0, high: 16, type: int}
     prompt_length:     {choices: [20, 40, 60]}
 """
@@ -31,9 +31,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from .errors import OptionError, UserError
-from .options import check_options, opt, spellings
+from .options import check_options, opt, read_yaml_mapping, spellings
 from .training.methods import BASELINE_LR
-from .training.options import LOWRANK_LR_PER_RMS, PROMPT_LR_PER_RMS, TrainOptions
+from .training.options import LOWRANK_LR_PER_RMS, PROMPT_LR_PER_RMS, TrainOptions, current_names
 
 log = logging.getLogger("dept")
 
@@ -88,23 +88,15 @@ def default_space(options: TrainOptions, rms: float) -> list[Param]:
     space = [Param("learning_rate", PROMPT_LR_PER_RMS * rms / DEFAULT_RANGE, PROMPT_LR_PER_RMS * rms * DEFAULT_RANGE,
                    log=True)]
     if options.method == "dept" and options.rank != 0:
-        space.append(Param("lora_embedding_lr", LOWRANK_LR_PER_RMS * rms / DEFAULT_RANGE,
+        space.append(Param("lowrank_lr", LOWRANK_LR_PER_RMS * rms / DEFAULT_RANGE,
                            LOWRANK_LR_PER_RMS * rms * DEFAULT_RANGE, log=True))
     return space
 
 
 def read_space(path: str | Path, rms: float) -> list[Param]:
     """Parse a search-space YAML file (see the module docstring)."""
-    import yaml
-
-    path = Path(path)
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise SearchError(f"--search_space {path}: cannot read it ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise SearchError(f"--search_space {path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(loaded, dict) or not loaded:
+    loaded = read_yaml_mapping(path, "--search_space", SearchError, "ranges")
+    if not loaded:
         raise SearchError(f"--search_space {path}: expected a mapping of option names to ranges")
     names = spellings(TrainOptions)
     kinds = {f.name: f.type for f in fields(TrainOptions)}
@@ -266,7 +258,9 @@ def _queue_defaults(study, space: list[Param]) -> None:
         optuna.storages.fail_stale_trials(study)
     state = optuna.trial.TrialState
     alive = (state.COMPLETE, state.PRUNED, state.WAITING, state.RUNNING)
-    if not any(t.state in alive and defaults in (t.params, t.system_attrs.get("fixed_params"))
+    # current_names: a study begun before `lora_embedding_lr` became `lowrank_lr` is continued
+    if not any(t.state in alive and defaults in (current_names(t.params),
+                                                 current_names(t.system_attrs.get("fixed_params") or {}))
                for t in study.trials):
         study.enqueue_trial(defaults)
 
@@ -277,7 +271,7 @@ def best_config(study, options: TrainOptions, out: Path) -> dict:
     defaults = TrainOptions().to_dict()
     chosen = {k: v for k, v in options.to_dict().items()
               if v != defaults[k] and k not in ("output_dir", "resume", "overwrite_output_dir")}
-    chosen.update(study.best_trial.params)
+    chosen.update(current_names(study.best_trial.params))
     chosen["output_dir"] = str(out / "best")
     TrainOptions(**chosen)  # what dept train will check
     return chosen
@@ -296,7 +290,8 @@ def write_outputs(study, options: TrainOptions, space: list[Param], out: Path) -
         for t in trials:
             last = max(t.intermediate_values) if t.intermediate_values else ""
             writer.writerow([t.number, t.state.name, "" if t.value is None else t.value,
-                             *[t.params.get(n, "") for n in names], last, t.user_attrs.get("output_dir", "")])
+                             *[current_names(t.params).get(n, "") for n in names], last,
+                             t.user_attrs.get("output_dir", "")])
     summary = {"study": study.study_name, "trials": len(trials), "complete": len(complete),
                "pruned": sum(t.state == TrialState.PRUNED for t in trials),
                "failed": sum(t.state == TrialState.FAIL for t in trials),

@@ -15,7 +15,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from ..errors import OptionError
-from ..options import field_type, spellings
+from ..options import field_type, read_yaml_mapping, spellings
 
 
 def _parse_bool(text: str) -> bool:
@@ -77,16 +77,7 @@ def options_from_args(args: argparse.Namespace, cls: type, defaults: dict | None
 
 
 def read_config(path: Path, cls: type) -> dict:
-    import yaml
-
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise OptionError(f"--config {path}: cannot read it ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise OptionError(f"--config {path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(loaded, dict):
-        raise OptionError(f"--config {path}: expected a mapping of option names to values")
+    loaded = read_yaml_mapping(path, "--config")
     names = spellings(cls)
     unknown = sorted(k for k in loaded if k not in names)
     if unknown:

@@ -47,7 +47,7 @@ from .methods import (
     save_trained,
     warmup_steps,
 )
-from .options import TrainOptions, result_fields
+from .options import TrainOptions, current_names, result_fields
 from .stream import micro_batch_start, stream_indices
 from .task_data import TaskData, load_task_data
 
@@ -168,11 +168,11 @@ def setup(options: TrainOptions) -> Run:
 
 def check_resumable(checkpoint: Path, options: TrainOptions) -> None:
     """Refuse to continue a run with options that would change its result, listing each one."""
-    saved = read_options(checkpoint)
+    saved = read_options(checkpoint)  # flat, as every dept so far wrote it
     if saved is None:
         raise CheckpointError(f"{checkpoint}: records no options (written by an older dept), so resuming it "
                               f"cannot be checked; pass --overwrite_output_dir to start afresh")
-    now = options.to_dict()
+    saved, now = current_names(saved), options.to_dict()
     differ = [f"{name}: {saved.get(name)!r} -> {now[name]!r}" for name in result_fields()
               if saved.get(name) != now[name]]
     if differ:

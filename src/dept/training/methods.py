@@ -47,7 +47,7 @@ def embedding_rms(model: nn.Module) -> float:
 def resolve_learning_rates(options: TrainOptions, rms: float) -> tuple[float, float]:
     """(prompt lr, low-rank lr): the given values, else the scale-aware defaults."""
     prompt_lr = options.learning_rate if options.learning_rate is not None else PROMPT_LR_PER_RMS * rms
-    lowrank_lr = options.lora_embedding_lr if options.lora_embedding_lr is not None else LOWRANK_LR_PER_RMS * rms
+    lowrank_lr = options.lowrank_lr if options.lowrank_lr is not None else LOWRANK_LR_PER_RMS * rms
     return prompt_lr, lowrank_lr
 
 

@@ -3,7 +3,9 @@
 Field names are dept's one word per concept (prompt_length m, rank r, max_length s, as in
 DeptConfig and `dept budget`); `aliases` in a field's metadata lists the other accepted
 spellings, among them the reference train.py's (`--prefix_length`, `--r`,
-`--max_seq_length`, `--peft_model_id`). The LoRA baseline's own options start with
+`--max_seq_length`, `--peft_model_id`, `--lora_embedding_lr`). The low-rank update is
+`lowrank` everywhere users see it (`--lowrank_lr`, the `lowrank` optimiser group, the
+`lr_lowrank` metric); options stored by older runs are read through `current_names`. The LoRA baseline's own options start with
 `lora_baseline_` so they cannot be mistaken for DePT's low-rank update. Bounds live in the
 fields too (`minimum`, `positive`) and are checked by options.check_options.
 """
@@ -14,7 +16,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..config import DEFAULT_INIT_TEXT, OVERFLOW_POLICIES, PROMPT_INITS, SCALINGS
 from ..errors import OptionError
-from ..options import check_options, opt
+from ..options import check_options, opt, spellings
 from ..tasks.meta import DECODERS, DEFAULT_SPLIT_SEED
 from ..tasks.splits import PROTOCOLS
 from ..tasks.templates import TARGET_WORDS
@@ -95,8 +97,8 @@ class TrainOptions:
     learning_rate: float | None = opt(None, "soft prompt learning rate (default: "
                                       f"{PROMPT_LR_PER_RMS} x embedding RMS); LoRA/full use it too", "lr",
                                       positive=True)
-    lora_embedding_lr: float | None = opt(None, "low-rank update learning rate (default: "
-                                          f"{LOWRANK_LR_PER_RMS} x embedding RMS)", positive=True)
+    lowrank_lr: float | None = opt(None, "learning rate of the low-rank update A, B (default: "
+                                   f"{LOWRANK_LR_PER_RMS} x embedding RMS)", "lora_embedding_lr", positive=True)
     head_lr: float = opt(1e-2, "encoder models: learning rate of the classification head", positive=True)
     weight_decay: float = opt(1e-5, "AdamW weight decay, applied to every trainable tensor", minimum=0)
     max_grad_norm: float = opt(1.0, "gradient clipping norm (0 disables)", minimum=0)
@@ -139,6 +141,13 @@ class TrainOptions:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def current_names(stored: dict) -> dict:
+    """Options as a run folder stored them (results.json, a checkpoint's options.json), with
+    every older spelling (`lora_embedding_lr` before it was `lowrank_lr`) under today's name."""
+    names = spellings(TrainOptions)
+    return {names.get(key, key): value for key, value in stored.items()}
 
 
 def result_fields() -> list[str]:
