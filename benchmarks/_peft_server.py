@@ -3,12 +3,17 @@ adapters on one model, `set_adapter` per request, one request at a time (PEFT ca
 adapters in a batch). Serves /v1/classify and /v1/completions in the shapes of `dept serve`, so
 benchmarks/serving.py drives both the same way. Loopback only.
 
+As fair as PEFT allows: classification runs the prompt and the source once through PEFT, with
+the cache on, and scores each label word from a copy of that cache (as dept scores candidates
+after one forward over their shared prefix), rather than one whole forward per label word.
+
     python benchmarks/_peft_server.py PORT ADAPTERS
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import sys
 import threading
 
@@ -46,10 +51,14 @@ def main() -> None:
         scores = []
         with lock, torch.no_grad():
             model.set_adapter(adapter)
-            for target in words:  # score each label word after the source
-                ids = torch.tensor([source + target])
-                logits = model(input_ids=ids).logits[0, -len(target) - 1:-1]
-                scores.append(float(torch.log_softmax(logits, -1).gather(1, torch.tensor(target)[:, None]).sum()))
+            # One forward over [prompt; source] (PEFT prepends the prompt), keeping its keys/values.
+            shared = model(input_ids=torch.tensor([source]), use_cache=True)
+            first = torch.log_softmax(shared.logits[0, -1], -1)                  # (V,): each word's first token
+            for target in words:  # the rest of each label word continues from a copy of the cache
+                rest = model.get_base_model()(input_ids=torch.tensor([target[:-1]]), use_cache=True,
+                                              past_key_values=copy.deepcopy(shared.past_key_values)).logits[0]
+                later = torch.log_softmax(rest, -1).gather(1, torch.tensor(target[1:])[:, None]).sum()
+                scores.append(float(first[target[0]] + later))
         return {"label": ["negative", "positive"][scores.index(max(scores))], "scores": scores}
 
     def complete(adapter: str, prompt: str, max_tokens: int) -> dict:
