@@ -16,6 +16,15 @@ import torch
 from torch import Tensor
 
 
+def group_rows(keys) -> dict:
+    """{key: the indices of the rows with that key}, keys in first-seen order: a mixed batch split
+    by adapter (model.py) or by candidate list (the server's classification), written once."""
+    groups: dict = {}
+    for row, key in enumerate(keys):
+        groups.setdefault(key, []).append(row)
+    return groups
+
+
 def real_token_positions(mask: Tensor) -> Tensor:
     """(B, T) bool -> (B, T) long: i for the i-th True of each row, -1 where False.
 

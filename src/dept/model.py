@@ -33,7 +33,7 @@ from .data import pad_id
 from .errors import UserError
 from .families import Family, get_family
 from .head import head_logits, head_loss
-from .layout import insert_prompts, real_token_positions
+from .layout import group_rows, insert_prompts, real_token_positions
 from .pretrained import load_base
 from .scoring import target_window
 from .trained import TrainedAdapter, read_trained
@@ -163,13 +163,6 @@ class DeptModel(nn.Module):
             self._check_name(name)
         return list(adapter_names)
 
-    @staticmethod
-    def _groups(row_adapters: list[str]) -> dict[str, list[int]]:
-        groups: dict[str, list[int]] = {}
-        for row, name in enumerate(row_adapters):
-            groups.setdefault(name, []).append(row)
-        return groups
-
     def prepare_inputs(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
                        labels: Tensor | None = None, source_mask: Tensor | None = None,
                        adapter_names: Sequence[str] | None = None, left_pad: bool | None = None,
@@ -192,7 +185,7 @@ class DeptModel(nn.Module):
         else:
             source = source_mask.bool() & attention
         row_adapters = self._row_adapters(B, adapter_names)
-        groups = self._groups(row_adapters)
+        groups = group_rows(row_adapters)
 
         positions = real_token_positions(source)                     # (B, T), -1 off-source
         max_len = torch.tensor([self.dept_adapters[a].config.max_length for a in row_adapters],

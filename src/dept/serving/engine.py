@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ..data import pad_id, pad_rows
+from ..layout import group_rows
 from ..trained import read_trained
 from .adapters import AdapterRef, RequestError, Served, describe
 from .decode import Row, generate_rows
@@ -260,10 +261,10 @@ class Engine:
 
     def _classify(self, works: list[Work]) -> None:
         rows = [(w, i, row.served, row.source_ids) for w in works for i, row in enumerate(w.rows)]
-        by_task: dict[tuple, list] = {}
-        for row in rows:  # rank classification needs one candidate list per forward
-            by_task.setdefault(tuple(row[2].candidates or ()), []).append(row)
-        for candidates, group in by_task.items():
+        # rank classification needs one candidate list per forward
+        by_task = group_rows(tuple(row[2].candidates or ()) for row in rows)
+        for candidates, indices in by_task.items():
+            group = [rows[i] for i in indices]
             input_ids = pad_rows([r[3] for r in group], self.pad_id, self.model.family.default_padding_side)
             mask = pad_rows([[1] * len(r[3]) for r in group], 0, self.model.family.default_padding_side)
             device = self.model.device
