@@ -19,7 +19,8 @@ COMMAND_LINE = re.compile(r"(?:^|[\s|;(])dept (" + "|".join(COMMANDS) + r")\b")
 # Flags in the docs that belong to other programs (torchrun, accelerate, pip, the benchmark
 # scripts), and the README's two words for the spellings every flag takes.
 OTHER_PROGRAMS = {"--nproc_per_node", "--multi_gpu", "--num_processes", "--cpu", "--no-deps", "--quick",
-                  "--full", "--workers", "--report", "--prefix", "--scale", "--under_scores", "--dashes"}
+                  "--full", "--workers", "--report", "--prefix", "--scale", "--decoders", "--threads", "--check",
+                  "--under_scores", "--dashes"}
 
 
 def code_lines(text: str) -> list[str]:
