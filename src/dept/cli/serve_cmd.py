@@ -81,12 +81,12 @@ def build(options: ServeOptions):
     from ..serving.engine import Engine
     from ..trained import read_trained
 
-    named = options.named_adapters()
+    named = {name: read_trained(path) for name, path in options.named_adapters().items()}  # each read once
     base = options.model_name_or_path
     if base is None:
         if not named:
             raise OptionError("give --model, or at least one --adapter / --adapters_dir to take it from")
-        base = read_trained(next(iter(named.values()))).base_model()
+        base = next(iter(named.values())).base_model()
     cuda = torch.cuda.is_available()
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
         options.dtype, torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32)
@@ -95,8 +95,8 @@ def build(options: ServeOptions):
     engine = Engine(model, max_batch_size=options.max_batch_size, max_batch_wait_ms=options.max_batch_wait_ms,
                     max_queue=options.max_queue, mix_adapters=options.mix_adapters, metrics=metrics)
     metrics.track_queue(engine.depth)
-    for name, path in named.items():
-        engine.load_adapter(name, path)  # the adapter files' checks refuse one of another base
+    for name, trained in named.items():
+        engine.load_adapter(name, trained)  # refuses an adapter of another base model
     api_key = options.api_key or os.environ.get("DEPT_API_KEY") or None
     app = create_app(engine, base_name=Path(base).name if Path(base).is_dir() else base,
                      adapters_dir=options.adapters_dir, allow_updates=options.allow_adapter_updates, api_key=api_key,

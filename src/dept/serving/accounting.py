@@ -9,15 +9,17 @@ after SIGTERM, any new work (503 with Retry-After, so a load balancer retries el
 
 from __future__ import annotations
 
-import json
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.responses import JSONResponse
 from starlette.routing import Match
 
 from .schemas import error_body
+from .shutdown import SHUTTING_DOWN
 
-# Endpoints still answered while draining: liveness says "draining", metrics stay readable.
+# Endpoints still answered while draining (so metrics stay readable; /health answers 503 and a
+# load balancer takes the replica out).
 OPEN_WHILE_DRAINING = ("/metrics",)
 
 
@@ -82,7 +84,7 @@ class Accounting:
             with self.metrics.in_flight.labels(endpoint).track_inprogress():
                 refusal = self._refusal(scope, endpoint)
                 if refusal is not None:
-                    await _respond(sending, *refusal)
+                    await refusal(scope, receive, sending)
                 else:
                     await self.app(scope, receive, sending)
         finally:  # an exception leaves here as the 500 the server's outermost layer sends
@@ -100,13 +102,14 @@ class Accounting:
                 return route.path
         return "other"
 
-    def _refusal(self, scope, endpoint: str) -> tuple[int, dict, dict] | None:
+    def _refusal(self, scope, endpoint: str) -> JSONResponse | None:
         if self.draining.closed and endpoint not in OPEN_WHILE_DRAINING:
-            return 503, error_body("the server is shutting down; retry on another replica", "service_unavailable"), \
-                {"Retry-After": str(self.draining.retry_after)}
+            return JSONResponse(error_body(SHUTTING_DOWN, "service_unavailable"), status_code=503,
+                                headers={"Retry-After": str(self.draining.retry_after)})
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_request_bytes:
-            return 413, error_body(f"request body over {self.max_request_bytes} bytes", "invalid_request_error"), {}
+            return JSONResponse(error_body(f"request body over {self.max_request_bytes} bytes",
+                                           "invalid_request_error"), status_code=413)
         return None
 
 
@@ -116,10 +119,3 @@ def _routes(app) -> list:
         app = getattr(app, "app", None)
     return list(app.routes) if app is not None else []
 
-
-async def _respond(send, status: int, body: dict, headers: dict) -> None:
-    payload = json.dumps(body).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-           *[(k.lower().encode(), v.encode()) for k, v in headers.items()]]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": payload})

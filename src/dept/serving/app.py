@@ -23,7 +23,7 @@ from .engine import QueueFull, ShuttingDown
 from .interface import ServingEngine
 from .schemas import AdapterRequest, ClassifyRequest, error_body
 from .service import Limits, Service, authorised, service
-from .shutdown import Draining
+from .shutdown import SHUTTING_DOWN, Draining
 
 
 # ----- errors: every refusal in OpenAI's error shape ------------------------------------------
@@ -48,7 +48,7 @@ async def busy(request, err: QueueFull):
 
 async def shutting_down(request, err: ShuttingDown):
     retry = str(service(request).draining.retry_after)
-    return error(503, "the server is shutting down; retry on another replica", "service_unavailable",
+    return error(503, SHUTTING_DOWN, "service_unavailable",
                  headers={"Retry-After": retry})
 
 

@@ -17,6 +17,7 @@ from .decode import Row
 from .engine import ShuttingDown
 from .schemas import CompletionRequest, error_body
 from .service import Service, service
+from .shutdown import SHUTTING_DOWN
 
 
 async def completions(body: CompletionRequest, request: Request, svc: Service = Depends(service)):
@@ -102,7 +103,7 @@ class _Reply:
             try:
                 rows = await future
             except (RequestError, ShuttingDown) as err:  # the status line has gone: say it in the stream
-                message = str(err) or "the server is shutting down; retry on another replica"
+                message = str(err) or SHUTTING_DOWN
                 yield "data: " + json.dumps(error_body(message, "server_error")) + "\n\n"
             else:
                 for index, row in enumerate(rows):

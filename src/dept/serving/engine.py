@@ -23,7 +23,7 @@ import torch
 
 from ..data import pad_id, pad_rows
 from ..layout import group_rows
-from ..trained import read_trained
+from ..trained import TrainedAdapter, read_trained
 from .adapters import AdapterRef, RequestError, Served, describe
 from .decode import Row, generate_rows
 from .policy import BatchPolicy, Kind
@@ -120,8 +120,9 @@ class Engine:
         self._shedding.set()
 
     # ----- adapters (run on the worker thread) ---------------------------------------------
-    def load_adapter(self, name: str, path: str) -> Served:
-        trained = read_trained(path)  # files are read and checked here, not on the worker
+    def load_adapter(self, name: str, path: str | TrainedAdapter) -> Served:
+        # files are read and checked here, not on the worker
+        trained = path if isinstance(path, TrainedAdapter) else read_trained(path)
 
         def action():
             if name in self.adapters:

@@ -32,8 +32,9 @@ class ServingEngine(Protocol):
         """Answer everything queued or running with ShuttingDown."""
 
     # ----- adapters ---------------------------------------------------------------------------
-    def load_adapter(self, name: str, path: str) -> Served:
-        """Read, check and attach an adapter folder, between batches; 409 if the name is taken."""
+    def load_adapter(self, name: str, path: Any) -> Served:
+        """Read, check and attach an adapter folder (or an already read TrainedAdapter), between
+        batches; 409 if the name is taken."""
     def delete_adapter(self, name: str) -> None:
         """Drop an adapter between batches; requests admitted for it are answered 404."""
 

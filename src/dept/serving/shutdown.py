@@ -20,6 +20,8 @@ import uvicorn
 
 log = logging.getLogger("dept")
 
+SHUTTING_DOWN = "the server is shutting down; retry on another replica"
+"""What every request refused or shed by the drain is told (503, with Retry-After)."""
 # After shedding, how long answers may take to leave before uvicorn is told to exit anyway.
 SHED_GRACE = 5.0
 
