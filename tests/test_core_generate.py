@@ -49,6 +49,10 @@ def test_cached_generation_equals_uncached_greedy_loop(family):
     expected = greedy_by_hand(model, source)
     assert generated(model, out) == [expected]
     assert len(set(expected)) > 2  # varied text, so a broken cache would show
+    if family == "causal":  # dept.decoding, the one decoder path, always decodes over its KV cache
+        with pytest.raises(ValueError, match="always uses the KV cache"):
+            model.generate(torch.tensor([source]), max_new_tokens=STEPS, use_cache=False)
+        return
     no_cache = model.generate(torch.tensor([source]), max_new_tokens=STEPS, do_sample=False, use_cache=False)
     assert generated(model, no_cache) == [expected]
 
@@ -93,6 +97,22 @@ def test_sampled_generation_is_reproducible(family):
         runs.append(model.generate(ids, mask, max_new_tokens=STEPS, do_sample=True, top_k=0, temperature=1.5))
     assert torch.equal(runs[0], runs[1])
     assert runs[0].shape[0] == 2 and ((runs[0] >= 0) & (runs[0] < 100)).all()
+
+
+def test_decoder_generation_refuses_arguments_it_does_not_honour():
+    model = tiny_dept("causal")
+    with pytest.raises(TypeError, match="num_beams"):
+        model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=2, num_beams=4)
+
+
+def test_min_new_tokens_holds_off_the_end_of_sequence():
+    model = tiny_dept("causal", m=3, r=2)
+    source = torch.tensor([random_rows([5], seed=8)[0]])
+    first = int(model.generate(source, max_new_tokens=1)[0, 0])
+    model.base_model.generation_config.eos_token_id = first  # the greedy first token now ends the row
+    assert model.generate(source, max_new_tokens=4).tolist() == [[first]]
+    forced = model.generate(source, max_new_tokens=4, min_new_tokens=4)
+    assert forced.shape == (1, 4) and int(forced[0, 0]) != first
 
 
 def test_encoder_does_not_generate():

@@ -273,8 +273,7 @@ def test_decoding_with_the_prompt_cache_equals_the_laid_out_rows(adapters):
     """The server's own decode loop prefills from the persistent prompt cache (the shared
     prefix); it must give the tokens the laid-out rows give, for a batch mixing adapters."""
     from dept.inference import load_trained
-    from dept.serving.adapters import AdapterRef
-    from dept.serving.decode import Row, generate_rows
+    from dept.decoding import AdapterRef, Row, generate_rows
 
     model = load_trained(adapters / "one").model
     model.load_adapter(adapters / "two", "two")

@@ -71,3 +71,20 @@ def test_mixing_adapters_can_be_turned_off():
 
 def test_an_idle_queue_gives_an_empty_batch():
     assert form(BatchPolicy(), [], []) == ([], [], [])
+
+
+def test_a_generation_joins_a_running_decode_while_its_rows_fit():
+    policy = BatchPolicy(max_batch_size=4)
+    running = [Req(Kind.GENERATE, rows=[None, None])]
+    assert policy.joins(2, running, Req(Kind.GENERATE, rows=[None, None]))
+    assert not policy.joins(3, running, Req(Kind.GENERATE, rows=[None, None]))
+    assert policy.joins(0, [], Req(Kind.GENERATE))  # a decode whose rows all finished takes new ones
+
+
+def test_only_generations_join_a_decode_and_adapters_mix_only_when_allowed():
+    running = [Req(Kind.GENERATE, adapter="a")]
+    assert not BatchPolicy().joins(1, running, Req(Kind.CONTROL, rows=[]))
+    assert not BatchPolicy().joins(1, running, Req(Kind.CLASSIFY))
+    assert BatchPolicy().joins(1, running, Req(Kind.GENERATE, adapter="b"))
+    assert not BatchPolicy(mix_adapters=False).joins(1, running, Req(Kind.GENERATE, adapter="b"))
+    assert BatchPolicy(mix_adapters=False).joins(1, running, Req(Kind.GENERATE, adapter="a"))

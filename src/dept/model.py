@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from . import adapter_io, prefix, scoring
+from . import adapter_io, decoding, prefix, scoring
 from .adapter import DeptAdapter
 from .config import DeptConfig
 from .data import pad_id
@@ -346,19 +346,19 @@ class DeptModel(nn.Module):
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None, *,
                  adapter_names: Sequence[str] | None = None, **generate_kwargs) -> Tensor:
         """Generate with the prompt and update applied once, at prefill; later steps reuse
-        the KV cache. Returns only the new tokens, (B, new); seq2seq rows start with the
-        decoder's start token, as Hugging Face's generate returns them."""
+        the KV cache. Returns only the new tokens, (B, new). Decoder-only models decode through
+        dept.decoding (the server's path too); seq2seq models through Hugging Face's generate,
+        whose rows start with the decoder's start token."""
         if not self.family.generates:
             raise ValueError(f"{self.family.name} models classify; they do not generate")
-        new_tokens = generate_kwargs.get("max_new_tokens") or 2**31  # for a sliding window's bound
-        prepared = self.prepare_inputs(input_ids, attention_mask, adapter_names=adapter_names,
-                                       left_pad=True if self.family.labels_in_input else None,
-                                       shared=self.uses_shared_prefix(adapter_names, input_ids.shape[1] + new_tokens))
+        pad = pad_id(self.tokenizer) if self.tokenizer is not None else self.base_model.config.pad_token_id
+        if self.family.labels_in_input:
+            return decoding.generate_tensor(self, input_ids, attention_mask, adapter_names, pad or 0,
+                                            **generate_kwargs)
+        prepared = self.prepare_inputs(input_ids, attention_mask, adapter_names=adapter_names, shared=False)
         prepared.pop("row_adapters")
         prepared.pop("position_ids", None)  # generate() derives them from the attention mask
-        prefix.embeds_for_generate(prepared)
-        if self.tokenizer is not None and "pad_token_id" not in generate_kwargs:
-            generate_kwargs["pad_token_id"] = pad_id(self.tokenizer)
+        generate_kwargs.setdefault("pad_token_id", pad)
         return self.base_model.generate(**prepared, **generate_kwargs)
 
     # ----- adapter files (adapter_io.py reads and writes them) ------------------------

@@ -209,12 +209,3 @@ def warn_unsupported_once(base: nn.Module, reason: str, _seen: set = set()) -> N
 def has_cache(kwargs: dict) -> bool:
     """The caller brought its own KV cache: leave the layout as it is."""
     return kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None
-
-
-def embeds_for_generate(prepared: dict) -> None:
-    """Hugging Face's generate takes inputs_embeds as the FULL sequence, cache included, and
-    feeds only the columns after the cache: put M unused zero columns in front, in place."""
-    cache = prepared.get("cache", prepared.get("past_key_values"))
-    if cache is not None:
-        M = cache.get_seq_length()
-        prepared["inputs_embeds"] = nn.functional.pad(prepared["inputs_embeds"], (0, 0, M, 0))  # (B, M + T, d)

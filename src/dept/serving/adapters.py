@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..data import Collator
+from ..decoding import AdapterRef
 from ..errors import UserError
 from ..model import DeptModel
 from ..inference import adapter_collator
@@ -21,17 +22,6 @@ class RequestError(UserError):
         super().__init__(message)
         self.status = status
         self.param = param
-
-
-@dataclass(frozen=True)
-class AdapterRef:
-    """The handle a request row carries to its adapter (as vLLM's LoRARequest): the id is new at
-    every load, so a row admitted for an adapter that was removed, or removed and loaded again
-    under the same name, is told apart from the one served now."""
-
-    name: str
-    id: int
-    path: str
 
 
 @dataclass

@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from fastapi.responses import StreamingResponse
 
 from .adapters import RequestError, Served
-from .decode import Row
+from ..decoding import Row
 from .engine import ShuttingDown
 from .schemas import CompletionRequest, error_body
 from .service import Service, service
@@ -67,7 +67,7 @@ def _rows(body: CompletionRequest, adapter: Served | None, prompt_ids, stream) -
         on_text = (lambda piece, index=index: loop.call_soon_threadsafe(stream.put_nowait, (index, piece))) \
             if stream is not None else None
         rows.append(Row(source_ids, adapter.ref if adapter else None, body.max_tokens, body.temperature,
-                        body.top_p, body.stops(), generator, on_text))
+                        body.top_p, stops=body.stops(), generator=generator, on_text=on_text))
     return rows
 
 

@@ -24,8 +24,8 @@ import torch
 from ..data import pad_id, pad_rows
 from ..layout import group_rows
 from ..trained import TrainedAdapter, read_trained
-from .adapters import AdapterRef, RequestError, Served, describe
-from .decode import Row, generate_rows
+from .adapters import RequestError, Served, describe
+from ..decoding import AdapterRef, Row, advance, eos_ids, generate_rows
 from .policy import BatchPolicy, Kind
 
 log = logging.getLogger("dept")
@@ -52,7 +52,7 @@ class ClassifyRow:
 @dataclass
 class Work:
     kind: Kind
-    rows: list[Any]                   # ClassifyRow or decode.Row, as the kind says
+    rows: list[Any]                   # ClassifyRow or decoding.Row, as the kind says
     future: Future = field(default_factory=Future)
     done: list[Any] = field(default_factory=list)
     remaining: int = 0
@@ -287,28 +287,67 @@ class Engine:
                 finish_row(work, index, result)
 
     def _generate(self, works: list[Work]) -> None:
+        """Decode the works' rows, admitting queued work between steps (continuous batching).
+        `works` grows by the generations that join, so a failed batch retries them too."""
         placed = {}
-        for work in works:
+
+        def join(work: Work) -> None:
             for index, row in enumerate(work.rows):
                 placed[id(row)] = (work, index)
-        rows = [row for work in works for row in work.rows]
-        for work in works:
-            for row in work.rows:
                 row.cancelled = lambda work=work: work.future.cancelled() or self._shedding.is_set()
+
+        for work in works:
+            join(work)
+        rows = [row for work in works for row in work.rows]
         if not self.model.family.labels_in_input:
             self._generate_seq2seq(rows, placed)
             return
-        # The base model alone (no adapter) and adapters run as separate decodes.
-        for group in ([r for r in rows if r.adapter is None], [r for r in rows if r.adapter is not None]):
-            if group:
-                generate_rows(self.model, group, self.pad_id, lambda row: finish_row(*placed[id(row)], row))
+        # The base model's own rows (no adapter) are prefilled apart from adapters' rows; they
+        # join at the first step where the model's cache can merge, else decode after.
+        groups = [g for g in ([r for r in rows if r.adapter is None], [r for r in rows if r.adapter is not None]) if g]
+        pending = groups[1:]
 
+        def admit(running: int) -> list[Row]:
+            joined = pending.pop() if pending else []
+            return joined + self._admit(works, running + len(joined), join)
+
+        def done(row: Row) -> None:
+            finish_row(*placed[id(row)], row)
+
+        generate_rows(self.model, groups[0], self.pad_id, done, admit)
+        for group in pending:  # a model whose cache cannot merge (a sliding window)
+            generate_rows(self.model, group, self.pad_id, done, admit)
+
+    def _admit(self, works: list[Work], running: int, join) -> list[Row]:
+        """Between two decode steps: queued classifications run now (they wait one step, not a
+        whole generation); queued generations that fit join the batch. A control action, or a
+        generation that does not fit, is held over and stops admission until the batch ends."""
+        if self._held or self._shedding.is_set():
+            return []
+        joined: list[Row] = []
+        classify: list[Work] = []
+        while sum(len(w.rows) for w in classify) < self.policy.max_batch_size:
+            try:
+                work = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if work.kind is Kind.CLASSIFY:
+                classify.append(work)
+            elif self.policy.joins(running + len(joined), works, work):
+                if self._answerable([work]) and not work.future.cancelled():
+                    works.append(work)
+                    join(work)
+                    joined += work.rows
+            else:
+                self._held.append(work)
+                break
+        if classify:
+            self._step(Kind.CLASSIFY, [w for w in classify if not w.future.cancelled()])
+        return joined
 
     def _generate_seq2seq(self, rows: list[Row], placed: dict) -> None:
         """Encoder-decoder models: DeptModel.generate over the whole batch (greedy), then each
         row cut at its own max_tokens and stop strings."""
-        from .decode import _advance
-
         if any(r.adapter is None for r in rows):
             raise RequestError("a seq2seq server answers through an adapter; name one in 'model'")
         tokenizer, device = self.model.tokenizer, self.model.device
@@ -316,13 +355,13 @@ class Engine:
         mask = pad_rows([[1] * len(r.source_ids) for r in rows], 0, "right").to(device)
         new = self.model.generate(input_ids, mask, adapter_names=[r.adapter.name for r in rows],
                                   max_new_tokens=max(r.max_tokens for r in rows), do_sample=False)
-        eos = {tokenizer.eos_token_id}
+        eos = eos_ids(self.model)
         start = self.model.base_model.generation_config.decoder_start_token_id
         for row, tokens in zip(rows, new.tolist()):
             for token in tokens[1:] if tokens and tokens[0] == start else tokens:
                 if row.finish_reason is not None:
                     break
-                _advance(row, token, tokenizer, eos)
+                advance(row, token, tokenizer, eos)
             row.finish_reason = row.finish_reason or "length"
             finish_row(*placed[id(row)], row)
 

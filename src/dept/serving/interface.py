@@ -12,7 +12,7 @@ from concurrent.futures import Future
 from typing import Any, Protocol
 
 from .adapters import Served
-from .decode import Row
+from ..decoding import Row
 
 
 class ServingEngine(Protocol):

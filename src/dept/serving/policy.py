@@ -8,6 +8,9 @@ is tested with plain lists (S-LoRA's req_queue.py is the model):
     a control action (loading or removing an adapter) runs alone, never inside a batch
     with mix_adapters off, only requests for the first request's adapter share a batch
     the first request that does not fit is held over to start the next batch (FIFO is kept)
+
+and, between two steps of a running decode (`joins`): a queued generation joins the decode
+while the rows fit; anything else that does not fit waits for the decode to end.
 """
 
 from __future__ import annotations
@@ -52,6 +55,13 @@ class BatchPolicy:
         if rows + len(work.rows) > self.max_batch_size:
             return False
         return self.mix_adapters or work.adapter_names() == batch[0].adapter_names()
+
+    def joins(self, running_rows: int, running: list[Queued], work: Queued) -> bool:
+        """Whether queued `work` joins a decode under way (continuous batching) that runs
+        `running_rows` rows of the works `running`: a generation that fits, for a compatible adapter."""
+        if work.kind is not Kind.GENERATE or running_rows + len(work.rows) > self.max_batch_size:
+            return False
+        return self.mix_adapters or not running or work.adapter_names() == running[0].adapter_names()
 
     def form(self, held: list[Queued], take: Callable[[float], Queued | None],
              clock: Callable[[], float] = time.perf_counter) -> tuple[list[Queued], list[Queued]]:
