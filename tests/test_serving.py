@@ -19,7 +19,7 @@ from helpers_train import llama_dir  # noqa: F401
 
 from dept.cli.serve_cmd import ServeOptions, build
 from dept.serving.app import Limits, create_app
-from dept.serving.engine import ClassifyRow, QueueFull, Work
+from dept.serving.work import ClassifyRow, QueueFull, Work
 
 SENTENCES = ["A wonderful, moving film.", "Dull and far too long.", "I laughed the whole way through.",
              "Not worth the ticket.", "A quiet triumph.", "The plot made no sense."]

@@ -29,6 +29,9 @@ class ServeOptions:
     max_batch_size: int = opt(16, "rows per batch the worker runs (1: no batching)", minimum=1)
     max_batch_wait_ms: float = opt(5.0, "how long the first request of a batch waits for others", minimum=0)
     max_queue: int = opt(256, "requests waiting at most; more are refused with 429", minimum=1)
+    max_queue_wait: float = opt(5.0, "refuse new requests (429, Retry-After) while the queued work is expected to "
+                                "take longer than this many seconds at the service time measured; 0: count only",
+                                minimum=0)
     mix_adapters: bool = opt(True, "batch requests for different adapters together (false: only requests for "
                              "the same adapter share a batch)")
     max_tokens: int = opt(256, "the largest max_tokens a completion may ask for", minimum=1)
@@ -93,7 +96,8 @@ def build(options: ServeOptions):
     model = DeptModel.from_pretrained(base, dtype=dtype, device="cuda" if cuda else None)
     metrics = Metrics()
     engine = Engine(model, max_batch_size=options.max_batch_size, max_batch_wait_ms=options.max_batch_wait_ms,
-                    max_queue=options.max_queue, mix_adapters=options.mix_adapters, metrics=metrics)
+                    max_queue=options.max_queue, mix_adapters=options.mix_adapters,
+                    max_queue_wait=options.max_queue_wait, metrics=metrics)
     metrics.track_queue(engine.depth)
     for name, trained in named.items():
         engine.load_adapter(name, trained)  # refuses an adapter of another base model

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .accounting import Accounting, Metrics
 from .adapters import RequestError
 from .completions import completions
-from .engine import QueueFull, ShuttingDown
+from .work import QueueFull, ShuttingDown
 from .interface import ServingEngine
 from .schemas import AdapterRequest, ClassifyRequest, error_body
 from .service import Limits, Service, authorised, service
@@ -43,7 +43,8 @@ async def refused(request, err: RequestError):
 
 
 async def busy(request, err: QueueFull):
-    return error(429, "the server's queue is full; retry shortly", "rate_limit_error", headers={"Retry-After": "1"})
+    return error(429, f"the server is at capacity; retry in {err.retry_after} s", "rate_limit_error",
+                 headers={"Retry-After": str(err.retry_after)})
 
 
 async def shutting_down(request, err: ShuttingDown):

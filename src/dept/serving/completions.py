@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from .adapters import RequestError, Served
 from ..decoding import Row
-from .engine import ShuttingDown
+from .work import ShuttingDown
 from .schemas import CompletionRequest, error_body
 from .service import Service, service
 from .shutdown import SHUTTING_DOWN

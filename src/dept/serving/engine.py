@@ -6,7 +6,9 @@ reaches a batch. The worker takes up to `max_batch_size` rows that arrive within
 path), classification and generation apart. A batch that fails is retried row by row, so an
 error in one request never fails the others, and never stops the worker. Adapters are added
 and removed on the worker thread too, between batches, so requests in flight never see a
-model that changes under them.
+model that changes under them. Between two decoding steps, queued work runs or joins
+(continuous batching, docs/serving.md); new work is refused while the queued work is expected
+to take longer than `max_queue_wait` (admission.py).
 """
 
 from __future__ import annotations
@@ -15,68 +17,31 @@ import itertools
 import logging
 import queue
 import threading
-from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
-from typing import Any
+import time
+from concurrent.futures import Future
 
 import torch
 
 from ..data import pad_id, pad_rows
+from ..decoding import Row, advance, eos_ids, generate_rows
 from ..layout import group_rows
 from ..trained import TrainedAdapter, read_trained
 from .adapters import RequestError, Served, describe
-from ..decoding import AdapterRef, Row, advance, eos_ids, generate_rows
+from .admission import WaitEstimate
 from .policy import BatchPolicy, Kind
+from .work import ClassifyRow, QueueFull, ShuttingDown, Work, fail, finish_row, raise_into
 
 log = logging.getLogger("dept")
 
 
-class QueueFull(Exception):
-    """The bounded queue is full: answer 429."""
-
-
-class ShuttingDown(Exception):
-    """The server drains after SIGTERM: answer 503 with Retry-After."""
-
-
-@dataclass(frozen=True)
-class ClassifyRow:
-    served: Served
-    source_ids: list[int]
-
-    @property
-    def adapter(self) -> AdapterRef:
-        return self.served.ref
-
-
-@dataclass
-class Work:
-    kind: Kind
-    rows: list[Any]                   # ClassifyRow or decoding.Row, as the kind says
-    future: Future = field(default_factory=Future)
-    done: list[Any] = field(default_factory=list)
-    remaining: int = 0
-    action: Any = None                # control: a function run on the worker thread
-
-    def __post_init__(self) -> None:
-        self.kind = Kind(self.kind)
-        self.remaining = len(self.rows)
-        self.done = [None] * len(self.rows)
-
-    def adapter_names(self) -> set[str]:
-        """The adapters its rows name (the base model alone names none)."""
-        return {row.adapter.name for row in self.rows if row.adapter is not None}
-
-    def adapter_refs(self) -> set[AdapterRef]:
-        return {row.adapter for row in self.rows if row.adapter is not None}
-
-
 class Engine:
     def __init__(self, model, *, max_batch_size: int = 16, max_batch_wait_ms: float = 5.0, max_queue: int = 256,
-                 mix_adapters: bool = True, metrics=None):
+                 mix_adapters: bool = True, max_queue_wait: float = 0.0, metrics=None):
         self.model = model.eval()
         self.policy = BatchPolicy(max_batch_size, max_batch_wait_ms / 1000, mix_adapters)
         self.queue: queue.Queue[Work] = queue.Queue(maxsize=max_queue)
+        self.admission = WaitEstimate(max_queue_wait)
+        self._timed = 0.0              # seconds of every batch run so far (nested runs counted once)
         self.adapters: dict[str, Served] = {}
         self.metrics = metrics
         self._held: list[Work] = []
@@ -159,11 +124,20 @@ class Engine:
     def submit(self, work: Work) -> Future:
         if self._closed:
             raise ShuttingDown()
+        retry = self.admission.refusal(self._queued())
+        if retry is not None:
+            raise QueueFull(retry)
         try:
             self.queue.put_nowait(work)
         except queue.Full:
             raise QueueFull() from None
         return work.future
+
+    def _queued(self) -> list[Work]:
+        """A snapshot of the work waiting for the worker."""
+        with self.queue.mutex:
+            waiting = list(self.queue.queue)
+        return list(self._held) + waiting
 
     def classify(self, served: Served, sources: list[str]) -> Work:
         return Work(Kind.CLASSIFY, [ClassifyRow(served, served.collator.source_ids(s)) for s in sources])
@@ -234,7 +208,7 @@ class Engine:
         if self.metrics is not None:
             self.metrics.batch_rows.observe(sum(len(w.rows) for w in works))
         try:
-            self._compute(kind, works)
+            self._timed_compute(kind, works)
         except Exception:
             if len(works) == 1 and len(works[0].rows) == 1:
                 raise_into(works[0])
@@ -250,6 +224,16 @@ class Engine:
                     self._compute(kind, [work])
                 except Exception:
                     raise_into(work)
+
+    def _timed_compute(self, kind: Kind, works: list[Work]) -> None:
+        """_compute, its service time told to the admission estimate. Classifications run
+        between decode steps are timed on their own and taken out of the generation's time."""
+        started, nested = time.perf_counter(), self._timed
+        self._compute(kind, works)
+        total = time.perf_counter() - started
+        self.admission.observe(kind, total - (self._timed - nested),
+                               sum(len(r.tokens) + 1 if kind is Kind.GENERATE else 1 for w in works for r in w.rows))
+        self._timed = nested + total
 
     def _compute(self, kind: Kind, works: list[Work]) -> None:
         if kind is Kind.CLASSIFY:
@@ -364,29 +348,3 @@ class Engine:
                 advance(row, token, tokenizer, eos)
             row.finish_reason = row.finish_reason or "length"
             finish_row(*placed[id(row)], row)
-
-
-def finish_row(work: Work, index: int, result) -> None:
-    work.done[index] = result
-    work.remaining -= 1
-    if work.remaining == 0 and not work.future.done():
-        try:
-            work.future.set_result(work.done)
-        except InvalidStateError:  # cancelled in between: its client left
-            pass
-
-
-def fail(work: Work, error: BaseException) -> None:
-    """Answer the work with `error`, unless it is answered or cancelled (its client left) already."""
-    try:
-        work.future.set_exception(error)
-    except InvalidStateError:
-        pass
-
-
-def raise_into(work: Work) -> None:
-    import sys
-
-    error = sys.exc_info()[1]
-    log.error("request failed: %s", error, exc_info=not isinstance(error, RequestError))
-    fail(work, error)
