@@ -141,8 +141,8 @@ def test_the_reference_spellings_parse_to_todays_options(alias, dashes, tmp_path
     by_alias = options_from_args(parser.parse_args(["train", flag, value]), TrainOptions)
     name = TRAIN_ALIASES[alias]
     by_name = options_from_args(parser.parse_args(["train", f"--{name}", value]), TrainOptions)
-    assert getattr(by_alias, name) == getattr(by_name, name) != getattr(TrainOptions(), name)
+    assert by_alias.flat()[name] == by_name.flat()[name] != TrainOptions().flat()[name]
     config = tmp_path / "run.yaml"  # and as a key of a --config file
     config.write_text(f"{alias}: {value}\n")
     from_yaml = options_from_args(parser.parse_args(["train", "--config", str(config)]), TrainOptions)
-    assert getattr(from_yaml, name) == getattr(by_name, name)
+    assert from_yaml.flat()[name] == by_name.flat()[name]

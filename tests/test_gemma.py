@@ -32,8 +32,7 @@ CHUNKS = [f"{SPEC.module}_part{i}" for i in range(1, 5)]
 def test_the_alias_is_a_packaged_model_everywhere_the_models_are_listed():
     assert pretrained.GEMMA3 in pretrained.PACKAGED_ALIASES
     assert "'gemma3-270m'" in pretrained._suggestion("gemma3-270")
-    help_text = next(f.metadata["help"] for f in TrainOptions.__dataclass_fields__.values()
-                     if f.name == "model_name_or_path")
+    help_text = next(f.description for _, name, f in TrainOptions.leaves() if name == "model_name_or_path")
     assert all(alias in help_text for alias in pretrained.PACKAGED_ALIASES)
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert all(f"`{alias}`" in readme for alias in pretrained.PACKAGED_ALIASES)

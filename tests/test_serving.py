@@ -33,7 +33,7 @@ def adapters(llama_dir, tmp_path_factory):
 
 def serve(adapters, llama_dir, **kw):
     options = ServeOptions(adapters_dir=str(adapters), model_name_or_path=str(llama_dir),
-                           **{k: v for k, v in kw.items() if k in ServeOptions.__dataclass_fields__})
+                           **{k: v for k, v in kw.items() if k in ServeOptions.model_fields})
     return build(options)
 
 

@@ -118,7 +118,7 @@ def test_lora_trains_only_lora_tensors(llama_dir):
     # q_proj (32 -> 32) and v_proj (32 -> 16: 2 key-value heads of 8) in each of 2 layers
     assert count_trainable(model) == 2 * (4 * (32 + 32) + 4 * (32 + 16))
     (group,) = param_groups(model, options, rms)
-    assert group["name"] == "lora" and group["lr"] == 5e-4 and group["weight_decay"] == options.weight_decay
+    assert group["name"] == "lora" and group["lr"] == 5e-4 and group["weight_decay"] == options.optimiser.weight_decay
 
 
 def test_lora_on_an_encoder_also_trains_the_classifier(bert_dir):

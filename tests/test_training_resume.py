@@ -170,7 +170,7 @@ def test_a_checkpoint_stored_with_older_option_names_is_checked_under_todays(tmp
     from dept.training.loop import check_resumable
     from dept.training.options import TrainOptions
 
-    stored = TrainOptions(lowrank_lr=0.01).to_dict()
+    stored = TrainOptions(lowrank_lr=0.01).flat()
     stored["lora_embedding_lr"] = stored.pop("lowrank_lr")  # as the older code wrote options.json
     (tmp_path / "options.json").write_text(json.dumps(stored))
     check_resumable(tmp_path, TrainOptions(lowrank_lr=0.01))

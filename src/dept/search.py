@@ -31,7 +31,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from .errors import OptionError, UserError
-from .options import check_options, opt, read_yaml_mapping, spellings
+from .options import Options, opt, read_yaml_mapping
 from .training.methods import BASELINE_LR
 from .training.options import LOWRANK_LR_PER_RMS, PROMPT_LR_PER_RMS, TrainOptions, current_names
 
@@ -49,23 +49,24 @@ class SearchError(UserError, ValueError):
     """A search space, storage or output folder no study can use."""
 
 
-@dataclass
-class SearchOptions:
-    n_trials: int = opt(20, "trials in the study in all (a resumed study runs only the missing ones)", minimum=1)
-    timeout: float | None = opt(None, "stop starting trials after this many seconds", positive=True)
-    storage: str | None = opt(None, "Optuna RDB storage URL (default: sqlite:///OUTPUT_DIR/study.db), so a "
-                              "stopped study resumes")
-    study_name: str = opt("dept-search", "the study's name in the storage")
-    search_space: str | None = opt(None, "YAML file: option -> {low, high[, log, type]}, {low_rms, high_rms} "
-                                   "(x embedding RMS) or {choices: [...]} (default: the two learning rates, "
-                                   "x1/10 .. x10 of their defaults)")
-    n_startup_trials: int = opt(3, "median pruner: trials that are never pruned, before pruning starts",
-                                minimum=0)
-    n_warmup_steps: int = opt(0, "median pruner: steps of a trial before it may be pruned", minimum=0)
-    sampler_seed: int | None = opt(0, "seed of the TPE sampler (null: random)")
-
-    def __post_init__(self) -> None:
-        check_options(self)
+class SearchOptions(Options):
+    n_trials: int = opt(20, minimum=1)
+    """trials in the study in all (a resumed study runs only the missing ones)"""
+    timeout: float | None = opt(None, positive=True)
+    """stop starting trials after this many seconds"""
+    storage: str | None = opt(None)
+    """Optuna RDB storage URL (default: sqlite:///OUTPUT_DIR/study.db), so a stopped study resumes"""
+    study_name: str = opt('dept-search')
+    """the study's name in the storage"""
+    search_space: str | None = opt(None)
+    """YAML file: option -> {low, high[, log, type]}, {low_rms, high_rms} (x embedding RMS) or {choices: [...]}
+    (default: the two learning rates, x1/10 .. x10 of their defaults)"""
+    n_startup_trials: int = opt(3, minimum=0)
+    """median pruner: trials that are never pruned, before pruning starts"""
+    n_warmup_steps: int = opt(0, minimum=0)
+    """median pruner: steps of a trial before it may be pruned"""
+    sampler_seed: int | None = opt(0)
+    """seed of the TPE sampler (null: random)"""
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,12 @@ def default_space(options: TrainOptions, rms: float) -> list[Param]:
     """The prompt rate and (for DePT with r > 0) the low-rank rate, log-uniform around their
     defaults; LoRA and full fine-tuning: their body rate, which does not scale with the
     embeddings, around its default (BASELINE_LR)."""
-    if options.method in BASELINE_LR:
-        rate = BASELINE_LR[options.method]
+    if options.run.method in BASELINE_LR:
+        rate = BASELINE_LR[options.run.method]
         return [Param("learning_rate", rate / DEFAULT_RANGE, rate * DEFAULT_RANGE, log=True)]
     space = [Param("learning_rate", PROMPT_LR_PER_RMS * rms / DEFAULT_RANGE, PROMPT_LR_PER_RMS * rms * DEFAULT_RANGE,
                    log=True)]
-    if options.method == "dept" and options.rank != 0:
+    if options.run.method == "dept" and options.adapter.rank != 0:
         space.append(Param("lowrank_lr", LOWRANK_LR_PER_RMS * rms / DEFAULT_RANGE,
                            LOWRANK_LR_PER_RMS * rms * DEFAULT_RANGE, log=True))
     return space
@@ -95,11 +96,11 @@ def default_space(options: TrainOptions, rms: float) -> list[Param]:
 
 def read_space(path: str | Path, rms: float) -> list[Param]:
     """Parse a search-space YAML file (see the module docstring)."""
-    loaded = read_yaml_mapping(path, "--search_space", SearchError, "ranges")
+    loaded = read_yaml_mapping(path, "--search_space", SearchError, "option names to ranges")
     if not loaded:
         raise SearchError(f"--search_space {path}: expected a mapping of option names to ranges")
-    names = spellings(TrainOptions)
-    kinds = {f.name: f.type for f in fields(TrainOptions)}
+    names = TrainOptions.spellings()
+    kinds = {name: str(f.annotation) for _, name, f in TrainOptions.leaves()}
     space = []
     for key, spec in loaded.items():
         where = f"--search_space {path}: {key}"
@@ -152,7 +153,7 @@ def _embedding_rms(options: TrainOptions) -> float:
     from .pretrained import load_base
     from .training.methods import embedding_rms
 
-    base, _, _ = load_base(options.model_name_or_path)
+    base, _, _ = load_base(options.run.model_name_or_path)
     return embedding_rms(base)
 
 
@@ -181,13 +182,13 @@ def search(options: TrainOptions, search_options: SearchOptions) -> dict:
 
     from .training.loop import finish, fit, setup
 
-    out = Path(options.output_dir).resolve()
+    out = Path(options.run.output_dir).resolve()
     if search_options.search_space:
         read_space(search_options.search_space, 1.0)  # its mistakes before any model loads
     rms = _embedding_rms(options)
     space = read_space(search_options.search_space, rms) if search_options.search_space \
         else default_space(options, rms)
-    record = {"train_options": {k: v for k, v in options.to_dict().items() if k not in ("resume",)},
+    record = {"train_options": {k: v for k, v in options.flat().items() if k not in ("resume",)},
               "space": [p.__dict__ | {"choices": list(p.choices)} for p in space],
               "study_name": search_options.study_name}
     _prepare_folder(out, record)
@@ -218,8 +219,8 @@ def search(options: TrainOptions, search_options: SearchOptions) -> dict:
         folder = out / f"trial_{trial.number:03d}"
         trial.set_user_attr("output_dir", str(folder))
         try:
-            trial_options = replace(options, **values, output_dir=str(folder), overwrite_output_dir=True,
-                                    resume=False)
+            trial_options = options.replaced(**values, output_dir=str(folder), overwrite_output_dir=True,
+                                             resume=False)
         except OptionError as err:
             raise SearchError(f"trial {trial.number}: {err}") from None
         run = setup(trial_options)
@@ -268,8 +269,8 @@ def _queue_defaults(study, space: list[Param]) -> None:
 def best_config(study, options: TrainOptions, out: Path) -> dict:
     """The options of the best trial as a `dept train --config` file: what differs from the
     defaults, the best values, and an output folder of its own."""
-    defaults = TrainOptions().to_dict()
-    chosen = {k: v for k, v in options.to_dict().items()
+    defaults = TrainOptions().flat()
+    chosen = {k: v for k, v in options.flat().items()
               if v != defaults[k] and k not in ("output_dir", "resume", "overwrite_output_dir")}
     chosen.update(current_names(study.best_trial.params))
     chosen["output_dir"] = str(out / "best")

@@ -1,30 +1,23 @@
-"""Command-line flags generated from an options dataclass (dept/options.py), the same way
-for every command, so `--help`, YAML files and the checks never drift.
+"""Command-line flags generated from an `Options` class (dept/options.py), the same way for
+every command, so `--help`, YAML files and the checks never drift.
 
-Every flag is accepted with underscores and with dashes (`--data_dir`, `--data-dir`), and
-so is every alias. `--config run.yaml` (where a command takes it) supplies values whose
-keys are the same names; flags given on the command line win. Values are checked by the
-dataclass itself, so a bad value reads the same from a flag, a YAML file or code.
+argparse only collects the text of each flag; pydantic turns it into the option's type and
+checks it, so a bad value reads the same from a flag, a YAML file or code. Every flag is
+accepted with underscores and with dashes (`--data_dir`, `--data-dir`), and so is every alias.
+Nested groups (`dept train`'s adapter, data, optimiser, evaluation, run) are sections of
+`--help`; their options keep flat flags. `--config run.yaml` (where a command takes it)
+supplies values under the same names, flat or nested by group; flags given on the command
+line win.
 """
 
 from __future__ import annotations
 
 import argparse
 import typing
-from dataclasses import MISSING, fields
 from pathlib import Path
 
 from ..errors import OptionError
-from ..options import field_type, read_yaml_mapping, spellings
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+from ..options import Options, meta, read_yaml_mapping
 
 
 def flag_names(name: str, aliases=()) -> list[str]:
@@ -39,64 +32,60 @@ def flag_names(name: str, aliases=()) -> list[str]:
     return names
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type, *, config_file: bool = False,
+def add_options(parser: argparse.ArgumentParser, cls: type[Options], *, config_file: bool = False,
                 defaults: dict | None = None) -> None:
-    """One flag per field of `cls` (with its aliases). Values are filled in by options_from_args."""
+    """One flag per option of `cls` (with its aliases), a section of --help per group."""
     if config_file:
-        parser.add_argument("--config", help="YAML file of options (keys as the flags, without --)")
-    for f in fields(cls):
-        kind, _ = field_type(cls, f.name)
-        default = (defaults or {}).get(f.name, None if f.default is MISSING else f.default)
-        required = bool(f.metadata.get("required"))
+        parser.add_argument("--config", help="YAML file of options (keys as the flags, without --; flat or "
+                                             "nested by group)")
+    sections: dict[str | None, argparse._ActionsContainer] = {None: parser}
+    for group, name, f in cls.leaves():
+        if group not in sections:
+            doc = cls.model_fields[group].annotation.__doc__ or ""
+            sections[group] = parser.add_argument_group(group, doc.strip().splitlines()[0] if doc else None)
+        default = (defaults or {}).get(name, None if f.is_required() else f.default)
         # argparse %-formats help text: a literal "6%" would crash --help.
-        help_text = f.metadata.get("help", "").replace("%", "%%")
-        if not required and default is not None:
+        help_text = " ".join((f.description or "").split()).replace("%", "%%")
+        if not f.is_required() and default is not None:
             help_text += f" (default: {default})"
-        names = flag_names(f.name, f.metadata.get("aliases", ()))
-        if typing.get_origin(kind) is list:  # a repeatable flag: --adapter a=x --adapter b=y
-            parser.add_argument(*names, dest=f.name, action="append", type=typing.get_args(kind)[0],
-                                default=argparse.SUPPRESS, help=help_text, metavar=f.name.upper())
-        elif kind is bool:
-            # `--resume` alone means true; `--resume false` is accepted too (YAML parity).
-            parser.add_argument(*names, dest=f.name, nargs="?", const=True, type=_parse_bool,
-                                default=argparse.SUPPRESS, help=help_text, metavar="BOOL")
+        names, info = flag_names(name, meta(f)["aliases"]), meta(f)
+        kwargs = dict(dest=name, default=argparse.SUPPRESS, help=help_text)
+        if typing.get_origin(f.annotation) is list:  # a repeatable flag: --adapter a=x --adapter b=y
+            sections[group].add_argument(*names, action="append", metavar=name.upper(), **kwargs)
+        elif f.annotation is bool:  # `--resume` alone means true; `--resume false` is accepted too
+            sections[group].add_argument(*names, nargs="?", const=True, metavar="BOOL", **kwargs)
         else:
-            parser.add_argument(*names, dest=f.name, type=kind, choices=f.metadata.get("choices"),
-                                default=argparse.SUPPRESS, help=help_text, required=required,
-                                metavar=None if f.metadata.get("choices") else f.name.upper())
+            sections[group].add_argument(*names, choices=info["choices"], required=f.is_required(),
+                                         metavar=None if info["choices"] else name.upper(), **kwargs)
 
 
-def options_from_args(args: argparse.Namespace, cls: type, defaults: dict | None = None):
+def options_from_args(args: argparse.Namespace, cls: type[Options], defaults: dict | None = None):
     """`defaults` first, then the YAML config (if any), then command-line flags over both."""
     values: dict = dict(defaults or {})
     if getattr(args, "config", None):
         values.update(read_config(Path(args.config), cls))
-    names = {f.name for f in fields(cls)}
+    names = {name for _, name, _ in cls.leaves()}
     values.update({k: v for k, v in vars(args).items() if k in names})
     return cls(**values)
 
 
-def read_config(path: Path, cls: type) -> dict:
+def read_config(path: Path, cls: type[Options]) -> dict:
+    """The file's options, flat (a nested group's mapping is opened), checked with the file's name."""
     loaded = read_yaml_mapping(path, "--config")
-    names = spellings(cls)
-    unknown = sorted(k for k in loaded if k not in names)
+    groups = cls.groups()
+    flat = {}
+    for key, value in loaded.items():
+        if key in groups and isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[key] = value
+    spelled = cls.spellings()
+    unknown = sorted(str(k) for k in flat if k not in spelled)
     if unknown:
         raise OptionError(f"--config {path}: unknown option(s) {unknown}")
-    values = {names[k]: _yaml_number(cls, names[k], v, path) for k, v in loaded.items()}
+    values = {spelled[k]: v for k, v in flat.items()}
     try:
         cls(**values)  # names, types and bounds, said with the file's name
     except OptionError as err:
         raise OptionError(f"--config {path}: {err}") from None
     return values
-
-
-def _yaml_number(cls: type, name: str, value, path: Path):
-    """A YAML string for a numeric option is read as its flag would be: PyYAML reads `3e-2`
-    (no dot) as the string '3e-2'."""
-    kind, _ = field_type(cls, name)
-    if kind not in (int, float) or not isinstance(value, str):
-        return value
-    try:
-        return kind(value)
-    except ValueError:
-        raise OptionError(f"--config {path}: option {name}: expected {kind.__name__}, got {value!r}") from None

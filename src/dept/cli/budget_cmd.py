@@ -9,31 +9,37 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 
 from ..budget import BudgetError, solve_budget
-from ..options import check_options, opt
+from pydantic import model_validator
+
+from ..options import Options, opt
 from .arguments import add_options, options_from_args
 
 
-@dataclass
-class BudgetOptions:
-    vanilla_length: int = opt(None, "l: the vanilla prompt length whose budget to match", "l", required=True,
-                              minimum=1)
-    max_length: int = opt(None, "s: the maximum input length", "s", "max_seq_length", required=True, minimum=1)
-    hidden_size: int | None = opt(None, "d: the model's hidden size (or give --model)", "d", minimum=1)
-    model_name_or_path: str | None = opt(None, "model name, local folder or packaged alias whose hidden size "
-                                         "to use (or give --hidden_size)", "model")
-    rank: int | None = opt(None, "r: solve for the prompt length m (or give --prompt_length)", "r", minimum=0)
-    prompt_length: int | None = opt(None, "m: solve for the rank r (or give --rank)", "m", minimum=0)
-    json: bool = opt(False, "print one JSON object")
+class BudgetOptions(Options):
+    vanilla_length: int = opt(..., 'l', minimum=1)
+    """l: the vanilla prompt length whose budget to match"""
+    max_length: int = opt(..., 's', 'max_seq_length', minimum=1)
+    """s: the maximum input length"""
+    hidden_size: int | None = opt(None, 'd', minimum=1)
+    """d: the model's hidden size (or give --model)"""
+    model_name_or_path: str | None = opt(None, 'model')
+    """model name, local folder or packaged alias whose hidden size to use (or give --hidden_size)"""
+    rank: int | None = opt(None, 'r', minimum=0)
+    """r: solve for the prompt length m (or give --prompt_length)"""
+    prompt_length: int | None = opt(None, 'm', minimum=0)
+    """m: solve for the rank r (or give --rank)"""
+    json: bool = opt(False)
+    """print one JSON object"""
 
-    def __post_init__(self) -> None:
-        check_options(self)
+    @model_validator(mode="after")
+    def _one_of_each(self):
         if (self.hidden_size is None) == (self.model_name_or_path is None):
             raise BudgetError("give exactly one of --hidden_size or --model")
         if (self.rank is None) == (self.prompt_length is None):
             raise BudgetError("give exactly one of --rank or --prompt_length; the other is solved for")
+        return self
 
 
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 
 from ..training.options import TrainOptions
 from ..training.outputs import is_run_folder
@@ -38,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
     options = options_from_args(args, TrainOptions, defaults=DEMO)
     # A second `dept demo` replaces the first, but only in its own default folder and only
     # when dept made it: any other folder needs --overwrite_output_dir, as for `dept train`.
-    own = options.output_dir == DEMO["output_dir"] and is_run_folder(Path(options.output_dir))
-    if own and not options.resume and "overwrite_output_dir" not in vars(args):
-        options = replace(options, overwrite_output_dir=True)
+    own = options.run.output_dir == DEMO["output_dir"] and is_run_folder(Path(options.run.output_dir))
+    if own and not options.run.resume and "overwrite_output_dir" not in vars(args):
+        options = options.replaced(overwrite_output_dir=True)
     results = train(options)
     if not results:
         return 0
@@ -50,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({"validation_before": results.get("before_training"),
                       "validation_after": results.get("best_validation"), "test": results.get("test")}, indent=2))
     if before is not None and after is not None:
-        print(f"\n{options.task} validation {metric}: {before:.3f} before training -> {after:.3f} after "
+        print(f"\n{options.run.task} validation {metric}: {before:.3f} before training -> {after:.3f} after "
               f"{results['steps']} steps ({results['train_seconds']:.0f} s, {results['trainable_params']:,} "
               f"trainable parameters)")
-    print(f"adapter, results.json, metrics.jsonl and curves.png are in {options.output_dir}/")
+    print(f"adapter, results.json, metrics.jsonl and curves.png are in {options.run.output_dir}/")
     return 0

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 
-from ..options import check_options, opt
+from ..options import Options, opt
 from ..tasks.meta import DECODERS
 from ..tasks.splits import PROTOCOLS
 from .arguments import add_options, options_from_args
@@ -14,27 +13,36 @@ from .arguments import add_options, options_from_args
 SPLITS = ("train", "validation", "test")
 
 
-@dataclass
-class EvalOptions:
-    adapter: str = opt(None, "adapter folder (from dept train)", required=True)
-    task: str | None = opt(None, "task name (default: the one saved with the adapter)", "task_name")
-    data_dir: str | None = opt(None, "folder of the task's official files (suite or task folder)")
-    from_hub: bool = opt(False, "load the task from the Hugging Face hub instead of data_dir")
-    split: str = opt("validation", "which split to score", choices=SPLITS)
-    test_file: str | None = opt(None, "an adapter of your own task: score this file (.csv, .tsv, .jsonl, .json, "
-                                ".parquet), read with the adapter's template and labels")
-    protocol: str | None = opt(None, "split protocol, which also picks QA scoring: paper: first gold answer, "
-                               "official: all (default: the adapter's)", choices=PROTOCOLS)
-    split_seed: int | None = opt(None, "seed of the paper's split protocol (default: the adapter's), so "
-                                 "validation is the split training held out", "seed")
-    decoder: str | None = opt(None, "how answers are read (default: the adapter's)", choices=DECODERS)
-    model_name_or_path: str | None = opt(None, "base model (default: the one named in the adapter)", "model")
-    per_device_eval_batch_size: int = opt(32, "evaluation batch", "eval_batch_size", minimum=1)
-    max_eval_samples: int | None = opt(None, "score only the first N examples", minimum=1)
-    max_new_tokens: int = opt(16, "decoder=generate: new tokens per answer", minimum=1)
-
-    def __post_init__(self) -> None:
-        check_options(self)
+class EvalOptions(Options):
+    adapter: str = opt(...)
+    """adapter folder (from dept train)"""
+    task: str | None = opt(None, 'task_name')
+    """task name (default: the one saved with the adapter)"""
+    data_dir: str | None = opt(None)
+    """folder of the task's official files (suite or task folder)"""
+    from_hub: bool = opt(False)
+    """load the task from the Hugging Face hub instead of data_dir"""
+    split: str = opt('validation', choices=SPLITS)
+    """which split to score"""
+    test_file: str | None = opt(None)
+    """an adapter of your own task: score this file (.csv, .tsv, .jsonl, .json, .parquet), read with the
+    adapter's template and labels"""
+    protocol: str | None = opt(None, choices=PROTOCOLS)
+    """split protocol, which also picks QA scoring: paper: first gold answer, official: all (default: the
+    adapter's)"""
+    split_seed: int | None = opt(None, 'seed')
+    """seed of the paper's split protocol (default: the adapter's), so validation is the split training held
+    out"""
+    decoder: str | None = opt(None, choices=DECODERS)
+    """how answers are read (default: the adapter's)"""
+    model_name_or_path: str | None = opt(None, 'model')
+    """base model (default: the one named in the adapter)"""
+    per_device_eval_batch_size: int = opt(32, 'eval_batch_size', minimum=1)
+    """evaluation batch"""
+    max_eval_samples: int | None = opt(None, minimum=1)
+    """score only the first N examples"""
+    max_new_tokens: int = opt(16, minimum=1)
+    """decoder=generate: new tokens per answer"""
 
 
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:

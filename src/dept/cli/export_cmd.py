@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 
-from ..options import check_options, opt
+from ..options import Options, opt
 from .arguments import add_options, options_from_args
 
 FORMATS = ("peft",)
 
 
-@dataclass
-class ExportOptions:
-    to: str = opt("peft", "the format to write: peft (PEFT's PROMPT_TUNING folder; rank-0 adapters only)",
-                  choices=FORMATS)
-    output_dir: str = opt(None, "the folder to write (new, empty, or one dept exported into before)",
-                          required=True)
-
-    def __post_init__(self) -> None:
-        check_options(self)
+class ExportOptions(Options):
+    to: str = opt('peft', choices=FORMATS)
+    """the format to write: peft (PEFT's PROMPT_TUNING folder; rank-0 adapters only)"""
+    output_dir: str = opt(...)
+    """the folder to write (new, empty, or one dept exported into before)"""
 
 
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:

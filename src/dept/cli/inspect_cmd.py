@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 
-from ..options import check_options, opt
+from ..options import Options, opt
 from .arguments import add_options, options_from_args
 
 
-@dataclass
-class InspectOptions:
-    top_k: int = opt(5, "nearest vocabulary tokens shown per prompt vector", minimum=1)
-    json: bool = opt(False, "print the whole report as JSON (with every position's update norm)")
-    plot: str | None = opt(None, "also write a PNG: prompt cosine-similarity heatmap, update norm by position")
-    model_name_or_path: str | None = opt(None, "base model (default: the one named in the adapter)", "model")
-
-    def __post_init__(self) -> None:
-        check_options(self)
+class InspectOptions(Options):
+    top_k: int = opt(5, minimum=1)
+    """nearest vocabulary tokens shown per prompt vector"""
+    json: bool = opt(False)
+    """print the whole report as JSON (with every position's update norm)"""
+    plot: str | None = opt(None)
+    """also write a PNG: prompt cosine-similarity heatmap, update norm by position"""
+    model_name_or_path: str | None = opt(None, 'model')
+    """base model (default: the one named in the adapter)"""
 
 
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:

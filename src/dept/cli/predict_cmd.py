@@ -12,32 +12,34 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import SimpleNamespace
 
 from ..config import OVERFLOW_POLICIES
 from ..errors import UserError
-from ..options import check_options, opt
+from ..options import Options, opt
 from ..tasks.meta import DECODERS
 from .arguments import add_options, options_from_args
 
 log = logging.getLogger("dept")
 
 
-@dataclass
-class PredictOptions:
-    adapter: str = opt(None, "adapter folder (from dept train)", required=True)
-    input: str = opt("-", "JSONL file, or - for standard input")
-    decoder: str | None = opt(None, "how answers are read (default: the adapter's)", choices=DECODERS)
-    model_name_or_path: str | None = opt(None, "base model (default: the one named in the adapter)", "model")
-    per_device_eval_batch_size: int = opt(32, "prediction batch", "eval_batch_size", minimum=1)
-    max_new_tokens: int = opt(16, "decoder=generate: new tokens per answer", minimum=1)
-    on_overflow: str | None = opt(None, "inputs longer than the adapter's max_length: truncate (said once on "
-                                  "stderr) or error naming the line (default: the adapter's)",
-                                  choices=OVERFLOW_POLICIES)
-
-    def __post_init__(self) -> None:
-        check_options(self)
+class PredictOptions(Options):
+    adapter: str = opt(...)
+    """adapter folder (from dept train)"""
+    input: str = opt('-')
+    """JSONL file, or - for standard input"""
+    decoder: str | None = opt(None, choices=DECODERS)
+    """how answers are read (default: the adapter's)"""
+    model_name_or_path: str | None = opt(None, 'model')
+    """base model (default: the one named in the adapter)"""
+    per_device_eval_batch_size: int = opt(32, 'eval_batch_size', minimum=1)
+    """prediction batch"""
+    max_new_tokens: int = opt(16, minimum=1)
+    """decoder=generate: new tokens per answer"""
+    on_overflow: str | None = opt(None, choices=OVERFLOW_POLICIES)
+    """inputs longer than the adapter's max_length: truncate (said once on stderr) or error naming the line
+    (default: the adapter's)"""
 
 
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:

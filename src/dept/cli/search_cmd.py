@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import fields
 
 from ..search import SearchOptions
 from ..training.options import TrainOptions
@@ -28,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from ..search import search
 
     options = options_from_args(args, TrainOptions, defaults=DEFAULTS)
-    names = {f.name for f in fields(SearchOptions)}
+    names = set(SearchOptions.model_fields)
     search_options = SearchOptions(**{k: v for k, v in vars(args).items() if k in names})
     summary = search(options, search_options)
     print(json.dumps(summary, indent=2))

@@ -7,46 +7,53 @@ import argparse
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from ..errors import OptionError
-from ..options import check_options, opt
+from ..options import Options, opt
 from .arguments import add_options, options_from_args
 
 log = logging.getLogger("dept")
 
 
-@dataclass
-class ServeOptions:
+class ServeOptions(Options):
     adapter: list[str] = field(default_factory=list, metadata={
         "help": "NAME=FOLDER of an adapter to serve (repeat the flag for more)", "aliases": ()})
-    adapters_dir: str | None = opt(None, "serve every adapter folder in DIR (named after its folder); with "
-                                   "--allow_adapter_updates, POST /v1/adapters loads paths inside it")
-    model_name_or_path: str | None = opt(None, "the base model (default: the one the adapters name)", "model")
-    host: str = opt("127.0.0.1", "address to bind: loopback unless told otherwise")
-    port: int = opt(8000, "port", minimum=0)
-    max_batch_size: int = opt(16, "rows per batch the worker runs (1: no batching)", minimum=1)
-    max_batch_wait_ms: float = opt(5.0, "how long the first request of a batch waits for others", minimum=0)
-    max_queue: int = opt(256, "requests waiting at most; more are refused with 429", minimum=1)
-    max_queue_wait: float = opt(5.0, "refuse new requests (429, Retry-After) while the queued work is expected to "
-                                "take longer than this many seconds at the service time measured; 0: count only",
-                                minimum=0)
-    mix_adapters: bool = opt(True, "batch requests for different adapters together (false: only requests for "
-                             "the same adapter share a batch)")
-    max_tokens: int = opt(256, "the largest max_tokens a completion may ask for", minimum=1)
-    request_timeout: float = opt(60.0, "seconds a request may take before 504", positive=True)
-    shutdown_timeout: float = opt(30.0, "after SIGTERM: seconds to finish the requests in flight (new ones get 503); "
-                                  "what is left then is answered 503 with Retry-After, and the server exits 0",
-                                  positive=True)
-    api_key: str | None = opt(None, "require Authorization: Bearer KEY on every endpoint but /health "
-                              "(also DEPT_API_KEY)")
-    allow_adapter_updates: bool = opt(False, "allow POST /v1/adapters and DELETE /v1/adapters/NAME")
-    dtype: str = opt("auto", "auto (bf16 on CUDA where supported, else fp32), float32, bfloat16",
-                     choices=("auto", "float32", "bfloat16"))
+    adapters_dir: str | None = opt(None)
+    """serve every adapter folder in DIR (named after its folder); with --allow_adapter_updates, POST
+    /v1/adapters loads paths inside it"""
+    model_name_or_path: str | None = opt(None, 'model')
+    """the base model (default: the one the adapters name)"""
+    host: str = opt('127.0.0.1')
+    """address to bind: loopback unless told otherwise"""
+    port: int = opt(8000, minimum=0)
+    """port"""
+    max_batch_size: int = opt(16, minimum=1)
+    """rows per batch the worker runs (1: no batching)"""
+    max_batch_wait_ms: float = opt(5.0, minimum=0)
+    """how long the first request of a batch waits for others"""
+    max_queue: int = opt(256, minimum=1)
+    """requests waiting at most; more are refused with 429"""
+    max_queue_wait: float = opt(5.0, minimum=0)
+    """refuse new requests (429, Retry-After) while the queued work is expected to take longer than this many
+    seconds at the service time measured; 0: count only"""
+    mix_adapters: bool = opt(True)
+    """batch requests for different adapters together (false: only requests for the same adapter share a batch)"""
+    max_tokens: int = opt(256, minimum=1)
+    """the largest max_tokens a completion may ask for"""
+    request_timeout: float = opt(60.0, positive=True)
+    """seconds a request may take before 504"""
+    shutdown_timeout: float = opt(30.0, positive=True)
+    """after SIGTERM: seconds to finish the requests in flight (new ones get 503); what is left then is
+    answered 503 with Retry-After, and the server exits 0"""
+    api_key: str | None = opt(None)
+    """require Authorization: Bearer KEY on every endpoint but /health (also DEPT_API_KEY)"""
+    allow_adapter_updates: bool = opt(False)
+    """allow POST /v1/adapters and DELETE /v1/adapters/NAME"""
+    dtype: str = opt('auto', choices=('auto', 'float32', 'bfloat16'))
+    """auto (bf16 on CUDA where supported, else fp32), float32, bfloat16"""
 
-    def __post_init__(self) -> None:
-        check_options(self)
 
     def named_adapters(self) -> dict[str, str]:
         named: dict[str, str] = {}

@@ -11,22 +11,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 
-from ..options import check_options, opt
+from ..options import Options, opt
 from .arguments import add_options, options_from_args
 
 
-@dataclass
-class TasksOptions:
-    data_dir: str | None = opt(None, "folder of official task files (a suite folder such as glue/, or a "
-                               "task folder): report the tasks found there and their row counts")
-    show: str | None = opt(None, "show one task: its input template, label words, metrics and split rule; "
-                           "for a task file (.yaml) also its row counts and label balance")
-    json: bool = opt(False, "print one JSON object")
-
-    def __post_init__(self) -> None:
-        check_options(self)
+class TasksOptions(Options):
+    data_dir: str | None = opt(None)
+    """folder of official task files (a suite folder such as glue/, or a task folder): report the tasks found
+    there and their row counts"""
+    show: str | None = opt(None)
+    """show one task: its input template, label words, metrics and split rule; for a task file (.yaml) also its
+    row counts and label balance"""
+    json: bool = opt(False)
+    """print one JSON object"""
 
 
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:

@@ -29,5 +29,5 @@ def run(args: argparse.Namespace) -> int:
         summary["validation_before"] = results.get("before_training")
         summary["validation_best"] = results.get("best_validation")
         print(json.dumps(summary, indent=2))
-        print(f"adapter and results in {options.output_dir}", file=sys.stderr)
+        print(f"adapter and results in {options.run.output_dir}", file=sys.stderr)
     return 0

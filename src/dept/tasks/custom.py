@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dept.options import read_yaml_mapping
 from dept.tasks.errors import TaskDataError, TaskError
 from dept.tasks.readers import jsonl_rows
 from dept.tasks.records import Example
@@ -82,17 +83,8 @@ class CustomTask:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> "CustomTask":
         """A task file: the same fields as YAML; file paths are relative to the file's folder."""
-        import yaml
-
         file = Path(path)
-        try:
-            record = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        except OSError as err:
-            raise TaskDataError(f"cannot read it ({err.strerror})", file) from None
-        except yaml.YAMLError as err:
-            raise TaskDataError(f"not valid YAML ({str(err).splitlines()[0]})", file) from None
-        if not isinstance(record, dict):
-            raise TaskDataError("expected a mapping of task fields", file)
+        record = read_yaml_mapping(file, None, TaskDataError, "task fields")
         known = {f for f in cls.__dataclass_fields__ if f != "labels"}
         unknown = sorted(set(record) - known)
         if unknown:

@@ -123,32 +123,32 @@ def setup(options: TrainOptions) -> Run:
     # Without an accelerator, Accelerate only takes the multi-process CPU (gloo) path
     # under torchrun / accelerate launch when told it is on CPU.
     on_cpu = not torch.accelerator.is_available()
-    accelerator = Accelerator(mixed_precision=mixed_precision(options.mixed_precision), cpu=on_cpu)
+    accelerator = Accelerator(mixed_precision=mixed_precision(options.run.mixed_precision), cpu=on_cpu)
     main = accelerator.is_main_process
-    out = Path(options.output_dir)
-    outputs.prepare_output_dir(out, resume=options.resume, overwrite=options.overwrite_output_dir, is_main=main)
+    out = Path(options.run.output_dir)
+    outputs.prepare_output_dir(out, resume=options.run.resume, overwrite=options.run.overwrite_output_dir, is_main=main)
     accelerator.wait_for_everyone()
-    checkpoint = find_checkpoint(out) if options.resume else None
+    checkpoint = find_checkpoint(out) if options.run.resume else None
     if checkpoint is not None:  # before any data or model is loaded: a refusal costs nothing
         check_resumable(checkpoint, options)
-    set_seed(options.seed)
+    set_seed(options.run.seed)
 
     data = load_task_data(options)
     model, tokenizer, family, rms = build_model(options, data.num_labels, data.meta.to_dict())
     if family.has_head and data.num_labels is None:
-        raise ValueError(f"task {options.task!r} has no classes or score for an encoder head")
+        raise ValueError(f"task {options.run.task!r} has no classes or score for an encoder head")
     # s: an --init_from adapter brings its own (longer inputs would lose their ends, cue included).
     max_length = (model.dept_adapters[model.active_adapter].config.max_length if isinstance(model, DeptModel)
-                  else options.max_length)
+                  else options.adapter.max_length)
     truncate = (model.dept_adapters[model.active_adapter].config.on_overflow == "truncate"
                 if isinstance(model, DeptModel) else True)
-    collator = Collator(tokenizer, family, max_length, max_target_length=options.max_target_length,
-                        pad_to_max_length=options.pad_to_max_length, truncate=truncate)
+    collator = Collator(tokenizer, family, max_length, max_target_length=options.data.max_target_length,
+                        pad_to_max_length=options.data.pad_to_max_length, truncate=truncate)
     groups = param_groups(model, options, rms)
     # Read before the scheduler exists: it sets every group's lr to warmup step 0's (0.0) at once.
     rates = {g["name"]: g["lr"] for g in groups}
     optimizer = torch.optim.AdamW(groups)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(options), options.max_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps(options), options.optimiser.max_steps)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     run = Run(options, out, accelerator, data, wrapped, accelerator.unwrap_model(wrapped), optimizer, scheduler,
               collator, outputs.MetricsLog(out / outputs.METRICS, enabled=main),
@@ -160,8 +160,8 @@ def setup(options: TrainOptions) -> Run:
         run.state = TrainState.from_dict(record)
         run.log.truncate_after(run.state.step)
         if main:
-            log.info("resuming from step %d of %d (%s)", run.state.step, options.max_steps, checkpoint)
-    elif options.resume:
+            log.info("resuming from step %d of %d (%s)", run.state.step, options.optimiser.max_steps, checkpoint)
+    elif options.run.resume:
         run.log.truncate_after(-1)  # killed before its first checkpoint: start afresh, without its lines
     return run
 
@@ -172,7 +172,7 @@ def check_resumable(checkpoint: Path, options: TrainOptions) -> None:
     if saved is None:
         raise CheckpointError(f"{checkpoint}: records no options (written by an older dept), so resuming it "
                               f"cannot be checked; pass --overwrite_output_dir to start afresh")
-    saved, now = current_names(saved), options.to_dict()
+    saved, now = current_names(saved), options.flat()
     differ = [f"{name}: {saved.get(name)!r} -> {now[name]!r}" for name in result_fields()
               if saved.get(name) != now[name]]
     if differ:
@@ -185,7 +185,7 @@ def _evaluate(run: Run, examples) -> tuple[dict[str, float], list[str]]:
     meta = run.data.meta
     return evaluate_with_predictions(
         run.plain, run.collator, run.data.spec, examples, decoder=meta.decoder, target_words=meta.target_words,
-        batch_size=run.options.per_device_eval_batch_size, max_new_tokens=run.options.max_target_length,
+        batch_size=run.options.evaluation.per_device_eval_batch_size, max_new_tokens=run.options.data.max_target_length,
         device=run.accelerator.device, qa_scoring=run.data.qa_scoring)
 
 
@@ -216,12 +216,12 @@ def train_step(run: Run) -> dict[str, float]:
     """One optimiser step; returns the learning rates it used."""
     options, accelerator, state = run.options, run.accelerator, run.state
     rank, world = accelerator.process_index, accelerator.num_processes
-    batch, accum = options.per_device_train_batch_size, options.gradient_accumulation_steps
+    batch, accum = options.optimiser.per_device_train_batch_size, options.optimiser.gradient_accumulation_steps
     started = time.perf_counter()
     micro_batches = []
     for micro in range(accum):
         start = micro_batch_start(state.step, micro, rank, batch=batch, world=world, accumulation=accum)
-        indices = stream_indices(start, batch, len(run.data.train), options.seed)
+        indices = stream_indices(start, batch, len(run.data.train), options.run.seed)
         micro_batches.append({k: v.to(accelerator.device)
                               for k, v in run.collator([run.data.train[i] for i in indices]).items()})
     # Each micro-batch's loss is a mean over its own targets. Weighing it by its share of
@@ -238,8 +238,8 @@ def train_step(run: Run) -> dict[str, float]:
             # DDP averages gradients over processes, hence the factor world.
             accelerator.backward(loss * (weight * world / total))
         step_loss += loss.detach() * weight
-    if options.max_grad_norm:
-        accelerator.clip_grad_norm_([p for _, p in run.plain.trainable_parameters()], options.max_grad_norm)
+    if options.optimiser.max_grad_norm:
+        accelerator.clip_grad_norm_([p for _, p in run.plain.trainable_parameters()], options.optimiser.max_grad_norm)
     lrs = {f"lr_{g['name']}": g["lr"] for g in run.optimizer.param_groups}  # the rates of this update
     run.optimizer.step()
     run.scheduler.step()
@@ -257,17 +257,17 @@ def fit(run: Run, on_validate=None) -> None:
     """`on_validate(run, metrics)`, if given, is called after each validation during training
     (not the one before the first step); a search trial reports there and may raise to stop."""
     options, state = run.options, run.state
-    if state.step == 0 and options.eval_at_start:
+    if state.step == 0 and options.evaluation.eval_at_start:
         validate(run)
-    global_batch = (options.per_device_train_batch_size * run.accelerator.num_processes
-                    * options.gradient_accumulation_steps)
-    progress = tqdm(total=options.max_steps, initial=state.step, disable=not run.is_main, desc="train",
+    global_batch = (options.optimiser.per_device_train_batch_size * run.accelerator.num_processes
+                    * options.optimiser.gradient_accumulation_steps)
+    progress = tqdm(total=options.optimiser.max_steps, initial=state.step, disable=not run.is_main, desc="train",
                     dynamic_ncols=True)
     run.model.train()
-    while state.step < options.max_steps:
+    while state.step < options.optimiser.max_steps:
         lrs = train_step(run)
-        step, last = state.step, state.step == options.max_steps
-        if step % options.logging_steps == 0 or last:
+        step, last = state.step, state.step == options.optimiser.max_steps
+        if step % options.run.logging_steps == 0 or last:
             window = state.window_losses
             record = {"step": step, "loss": sum(window) / len(window), **lrs,
                       "examples_per_second": len(window) * global_batch / max(state.window_seconds, 1e-9)}
@@ -276,14 +276,14 @@ def fit(run: Run, on_validate=None) -> None:
                                  **{k: f"{v:.1e}" for k, v in lrs.items()})
             state.window_losses, state.window_seconds = [], 0.0
         progress.update(1)
-        if step % options.eval_steps == 0 or last:
+        if step % options.evaluation.eval_steps == 0 or last:
             metrics = validate(run)
             if on_validate is not None:
                 on_validate(run, metrics)
             run.model.train()
-        if step % options.save_steps == 0 or last:
+        if step % options.run.save_steps == 0 or last:
             save_checkpoint(run.out, trainable=dict(run.plain.trainable_parameters()), optimizer=run.optimizer, scheduler=run.scheduler,
-                            trainer_state=state.to_dict(), options=options.to_dict(), rank=run.accelerator.process_index,
+                            trainer_state=state.to_dict(), options=options.flat(), rank=run.accelerator.process_index,
                             is_main=run.is_main, barrier=run.accelerator.wait_for_everyone)
     progress.close()
 
@@ -305,7 +305,7 @@ def finish(run: Run) -> dict:
         history = run.log.read()
         validation = [r for r in history if r.get("split") == "validation"]
         results = {
-            "options": run.options.to_dict(),
+            "options": run.options.flat(),
             "task": data.meta.task,
             "main_metric": data.main_metric,
             # QA runs say which answers they were scored against (their protocol's choice).
@@ -332,7 +332,7 @@ def finish(run: Run) -> dict:
 def train(options: TrainOptions) -> dict:
     """Run one training job; returns what results.json holds. A run that fails before its
     first checkpoint removes what it wrote, so it never blocks the next attempt."""
-    out = Path(options.output_dir)
+    out = Path(options.run.output_dir)
     existed = out.exists()
     try:
         run = setup(options)

@@ -46,33 +46,33 @@ def embedding_rms(model: nn.Module) -> float:
 
 def resolve_learning_rates(options: TrainOptions, rms: float) -> tuple[float, float]:
     """(prompt lr, low-rank lr): the given values, else the scale-aware defaults."""
-    prompt_lr = options.learning_rate if options.learning_rate is not None else PROMPT_LR_PER_RMS * rms
-    lowrank_lr = options.lowrank_lr if options.lowrank_lr is not None else LOWRANK_LR_PER_RMS * rms
+    prompt_lr = options.optimiser.learning_rate if options.optimiser.learning_rate is not None else PROMPT_LR_PER_RMS * rms
+    lowrank_lr = options.optimiser.lowrank_lr if options.optimiser.lowrank_lr is not None else LOWRANK_LR_PER_RMS * rms
     return prompt_lr, lowrank_lr
 
 
 def dept_config(options: TrainOptions, hidden_size: int, num_labels: int | None, task_meta: dict) -> DeptConfig:
     """m and r from the options; the one not given is solved from the vanilla budget."""
-    if options.method == "pt":
-        m, r = options.prompt_length or options.vanilla_length, 0
-    elif options.rank is not None:
-        r = options.rank
-        m = options.prompt_length if options.prompt_length is not None else solve_budget(
-            options.vanilla_length, options.max_length, hidden_size, rank=r).prompt_length
+    if options.run.method == "pt":
+        m, r = options.adapter.prompt_length or options.adapter.vanilla_length, 0
+    elif options.adapter.rank is not None:
+        r = options.adapter.rank
+        m = options.adapter.prompt_length if options.adapter.prompt_length is not None else solve_budget(
+            options.adapter.vanilla_length, options.adapter.max_length, hidden_size, rank=r).prompt_length
     else:
-        m = options.prompt_length if options.prompt_length is not None else 60
-        r = solve_budget(options.vanilla_length, options.max_length, hidden_size, prompt_length=m).rank
-    if options.method == "dept" and options.rank is not None and options.prompt_length is not None:
+        m = options.adapter.prompt_length if options.adapter.prompt_length is not None else 60
+        r = solve_budget(options.adapter.vanilla_length, options.adapter.max_length, hidden_size, prompt_length=m).rank
+    if options.run.method == "dept" and options.adapter.rank is not None and options.adapter.prompt_length is not None:
         # Both given: the budget is not solved, so say where the shape lands against it.
-        used = trainable_params(m, r, options.max_length, hidden_size)
-        budget = options.vanilla_length * hidden_size
+        used = trainable_params(m, r, options.adapter.max_length, hidden_size)
+        budget = options.adapter.vanilla_length * hidden_size
         where = "on" if used == budget else "over" if used > budget else "under"
         log.info("prompt_length %d and rank %d give %s trainable parameters, %s the budget of vanilla_length "
-                 "%d (%s)", m, r, f"{used:,}", where, options.vanilla_length, f"{budget:,}")
-    return DeptConfig(prompt_length=m, rank=r, max_length=options.max_length, alpha=options.alpha,
-                      scaling=options.scaling, prompt_init=options.prompt_init, init_text=options.init_text,
-                      on_overflow=options.on_overflow,
-                      num_labels=num_labels, seed=options.seed, task=task_meta)
+                 "%d (%s)", m, r, f"{used:,}", where, options.adapter.vanilla_length, f"{budget:,}")
+    return DeptConfig(prompt_length=m, rank=r, max_length=options.adapter.max_length, alpha=options.adapter.alpha,
+                      scaling=options.adapter.scaling, prompt_init=options.adapter.prompt_init, init_text=options.adapter.init_text,
+                      on_overflow=options.adapter.on_overflow,
+                      num_labels=num_labels, seed=options.run.seed, task=task_meta)
 
 
 # Where AutoModelForSequenceClassification keeps its freshly initialised head (PEFT's
@@ -117,17 +117,17 @@ class HFTunable(nn.Module):
 
 
 def build_model(options: TrainOptions, num_labels: int | None, task_meta: dict):
-    """(model, tokenizer, family, hidden-state RMS of the embeddings) for options.method."""
+    """(model, tokenizer, family, hidden-state RMS of the embeddings) for options.run.method."""
     from ..pretrained import load_base, load_config, load_tokenizer, resolve
 
-    if options.method in ("dept", "pt"):
-        base, tokenizer, family = load_base(options.model_name_or_path)
-        model = DeptModel(base, tokenizer=tokenizer, family=family.name, share_prefix=not options.no_share_prefix)
-        if options.init_from:
-            adapter = model.load_adapter(options.init_from)  # transfer: the source task's adapter
+    if options.run.method in ("dept", "pt"):
+        base, tokenizer, family = load_base(options.run.model_name_or_path)
+        model = DeptModel(base, tokenizer=tokenizer, family=family.name, share_prefix=not options.run.no_share_prefix)
+        if options.adapter.init_from:
+            adapter = model.load_adapter(options.adapter.init_from)  # transfer: the source task's adapter
             adapter.config.task = task_meta
             if family.has_head and num_labels and adapter.config.num_labels != num_labels:
-                adapter.replace_head(num_labels, options.seed)
+                adapter.replace_head(num_labels, options.run.seed)
         else:
             head = num_labels if family.has_head else None  # generative models read text, not a head
             config = dept_config(options, model.hidden_size, head, task_meta)
@@ -138,7 +138,7 @@ def build_model(options: TrainOptions, num_labels: int | None, task_meta: dict):
 
     from ..families import get_family
 
-    path = resolve(options.model_name_or_path)
+    path = resolve(options.run.model_name_or_path)
     family = get_family(load_config(path))
     tokenizer = load_tokenizer(path, family)
     if family.has_head:
@@ -151,14 +151,14 @@ def build_model(options: TrainOptions, num_labels: int | None, task_meta: dict):
     if base.config.pad_token_id is None:
         base.config.pad_token_id = tokenizer.pad_token_id
     rms = embedding_rms(base)
-    if options.method == "lora":
+    if options.run.method == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
 
         task_type = {"seq2seq": TaskType.SEQ_2_SEQ_LM, "causal": TaskType.CAUSAL_LM,
                      "encoder": TaskType.SEQ_CLS}[family.name]
-        base = get_peft_model(base, LoraConfig(task_type=task_type, r=options.lora_baseline_rank,
-                                               lora_alpha=options.lora_baseline_alpha, lora_dropout=0.0))
-    return HFTunable(base, family, tokenizer, options.method), tokenizer, family, rms
+        base = get_peft_model(base, LoraConfig(task_type=task_type, r=options.adapter.lora_baseline_rank,
+                                               lora_alpha=options.adapter.lora_baseline_alpha, lora_dropout=0.0))
+    return HFTunable(base, family, tokenizer, options.run.method), tokenizer, family, rms
 
 
 def param_groups(model: nn.Module, options: TrainOptions, rms: float) -> list[dict]:
@@ -169,16 +169,16 @@ def param_groups(model: nn.Module, options: TrainOptions, rms: float) -> list[di
     if not listed:
         raise ValueError("nothing to train: no parameter requires grad")
     prompt_lr, lowrank_lr = resolve_learning_rates(options, rms)
-    body_lr = options.learning_rate if options.learning_rate is not None else BASELINE_LR.get(options.method)
+    body_lr = options.optimiser.learning_rate if options.optimiser.learning_rate is not None else BASELINE_LR.get(options.run.method)
     # An encoder's classification head starts from random; at the body's rate it barely
     # moves in a CPU-sized budget (MiniLM/SST-2, 50 steps: chance), so every method's head
     # gets head_lr and the baselines are not handicapped.
-    rates = {"prompt": prompt_lr, "lowrank": lowrank_lr, "head": options.head_lr,
+    rates = {"prompt": prompt_lr, "lowrank": lowrank_lr, "head": options.optimiser.head_lr,
              "lora": body_lr, "full": body_lr}
     by_role: dict[str, list] = {}
     for role, _, param in listed:
         by_role.setdefault(role, []).append(param)
-    return [{"name": role, "params": params, "lr": rates[role], "weight_decay": options.weight_decay}
+    return [{"name": role, "params": params, "lr": rates[role], "weight_decay": options.optimiser.weight_decay}
             for role, params in sorted(by_role.items(), key=lambda item: GROUP_ORDER.index(item[0]))]
 
 
@@ -199,6 +199,6 @@ def count_trainable(model: nn.Module) -> int:
 
 
 def warmup_steps(options: TrainOptions) -> int:
-    if options.warmup_steps is not None:
-        return options.warmup_steps
-    return math.ceil(0.06 * options.max_steps)
+    if options.optimiser.warmup_steps is not None:
+        return options.optimiser.warmup_steps
+    return math.ceil(0.06 * options.optimiser.max_steps)

@@ -42,12 +42,12 @@ def custom_task(options: TrainOptions):
     """The user's own task of the options (files and fields given as flags or a task file)."""
     from ..tasks.custom import CustomTask
 
-    fields = dict(train_file=options.train_file, validation_file=options.validation_file,
-                  test_file=options.test_file, input_template=options.input_template,
-                  label_column=options.label_column, task_type=options.task_type,
-                  label_words=options.label_words, metric=options.metric, skip_bad_rows=options.skip_bad_rows)
-    if options.task_file:
-        return CustomTask.from_yaml(options.task_file, **fields)
+    fields = dict(train_file=options.data.train_file, validation_file=options.data.validation_file,
+                  test_file=options.data.test_file, input_template=options.data.input_template,
+                  label_column=options.data.label_column, task_type=options.data.task_type,
+                  label_words=options.data.label_words, metric=options.data.metric, skip_bad_rows=options.data.skip_bad_rows)
+    if options.data.task_file:
+        return CustomTask.from_yaml(options.data.task_file, **fields)
     return CustomTask(**{k: v for k, v in fields.items() if v is not None})
 
 
@@ -57,20 +57,20 @@ def load_custom_task_data(options: TrainOptions) -> TaskData:
     for note in loaded.notes:
         log.info("%s", note)
     spec, splits = loaded.spec, loaded.splits
-    train, validation, test = splits["train"], splits["validation"], [] if options.no_test else splits["test"]
-    if options.k_shot_examples:
+    train, validation, test = splits["train"], splits["validation"], [] if options.evaluation.no_test else splits["test"]
+    if options.data.k_shot_examples:
         from ..tasks.splits import k_shot_sample
 
         picked = k_shot_sample(spec, [{"label": e.label, "index": i} for i, e in enumerate(train)],
-                               options.k_shot_examples, options.seed)
+                               options.data.k_shot_examples, options.run.seed)
         train = [train[r["index"]] for r in picked]
-    if options.max_train_samples:
-        train = train[:options.max_train_samples]
-    if options.max_eval_samples:
-        validation, test = validation[:options.max_eval_samples], test[:options.max_eval_samples]
+    if options.data.max_train_samples:
+        train = train[:options.data.max_train_samples]
+    if options.data.max_eval_samples:
+        validation, test = validation[:options.data.max_eval_samples], test[:options.data.max_eval_samples]
     candidates = candidate_targets(spec)
     num_labels = len(candidates) if candidates else (1 if spec.kind == "regression" else None)
-    meta = TaskMeta(task=spec.name, target_words="natural", decoder=options.decoder, split_seed=options.split_seed,
+    meta = TaskMeta(task=spec.name, target_words="natural", decoder=options.evaluation.decoder, split_seed=options.data.split_seed,
                     custom=task.description())
     return TaskData(train, validation, test, spec, meta, num_labels, spec.main_metric)
 
@@ -78,21 +78,21 @@ def load_custom_task_data(options: TrainOptions) -> TaskData:
 def load_task_data(options: TrainOptions) -> TaskData:
     if options.custom_task:
         return load_custom_task_data(options)
-    spec = get_task(options.task)
-    common = dict(data_dir=options.data_dir, protocol=options.protocol, seed=options.split_seed,
-                  target_words=options.target_words, from_hub=options.from_hub)
-    train = load_task(options.task, "train", k_shot=options.k_shot_examples, k_shot_seed=options.seed, **common)
-    validation = load_task(options.task, "validation", **common)
-    test = [] if options.no_test or options.protocol == "official" else load_task(options.task, "test", **common)
-    if options.max_train_samples:
-        train = train[:options.max_train_samples]
-    if options.max_eval_samples:
-        validation, test = validation[:options.max_eval_samples], test[:options.max_eval_samples]
+    spec = get_task(options.run.task)
+    common = dict(data_dir=options.data.data_dir, protocol=options.data.protocol, seed=options.data.split_seed,
+                  target_words=options.data.target_words, from_hub=options.data.from_hub)
+    train = load_task(options.run.task, "train", k_shot=options.data.k_shot_examples, k_shot_seed=options.run.seed, **common)
+    validation = load_task(options.run.task, "validation", **common)
+    test = [] if options.evaluation.no_test or options.data.protocol == "official" else load_task(options.run.task, "test", **common)
+    if options.data.max_train_samples:
+        train = train[:options.data.max_train_samples]
+    if options.data.max_eval_samples:
+        validation, test = validation[:options.data.max_eval_samples], test[:options.data.max_eval_samples]
     if not train:
         raise TaskDataError(f"task {spec.name}: the training split has no examples")
-    candidates = candidate_targets(options.task, options.target_words)
+    candidates = candidate_targets(options.run.task, options.data.target_words)
     num_labels = len(candidates) if candidates else (1 if spec.kind == "regression" else None)
-    meta = TaskMeta(task=spec.name, target_words=options.target_words, decoder=options.decoder,
-                    protocol=options.protocol, split_seed=options.split_seed)
+    meta = TaskMeta(task=spec.name, target_words=options.data.target_words, decoder=options.evaluation.decoder,
+                    protocol=options.data.protocol, split_seed=options.data.split_seed)
     return TaskData(train, validation, test, spec, meta, num_labels, main_metric(spec),
-                    qa_scoring_for(spec.name, options.protocol))
+                    qa_scoring_for(spec.name, options.data.protocol))
