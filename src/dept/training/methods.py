@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -46,33 +47,34 @@ def embedding_rms(model: nn.Module) -> float:
 
 def resolve_learning_rates(options: TrainOptions, rms: float) -> tuple[float, float]:
     """(prompt lr, low-rank lr): the given values, else the scale-aware defaults."""
-    prompt_lr = options.optimiser.learning_rate if options.optimiser.learning_rate is not None else PROMPT_LR_PER_RMS * rms
-    lowrank_lr = options.optimiser.lowrank_lr if options.optimiser.lowrank_lr is not None else LOWRANK_LR_PER_RMS * rms
+    given = options.optimiser
+    prompt_lr = given.learning_rate if given.learning_rate is not None else PROMPT_LR_PER_RMS * rms
+    lowrank_lr = given.lowrank_lr if given.lowrank_lr is not None else LOWRANK_LR_PER_RMS * rms
     return prompt_lr, lowrank_lr
 
 
 def dept_config(options: TrainOptions, hidden_size: int, num_labels: int | None, task_meta: dict) -> DeptConfig:
-    """m and r from the options; the one not given is solved from the vanilla budget."""
+    """m and r from the options; the one not given is solved from the vanilla budget. The other
+    fields DeptConfig shares with the adapter group are taken by name."""
+    adapter, l, s = options.adapter, options.adapter.vanilla_length, options.adapter.max_length
     if options.run.method == "pt":
-        m, r = options.adapter.prompt_length or options.adapter.vanilla_length, 0
-    elif options.adapter.rank is not None:
-        r = options.adapter.rank
-        m = options.adapter.prompt_length if options.adapter.prompt_length is not None else solve_budget(
-            options.adapter.vanilla_length, options.adapter.max_length, hidden_size, rank=r).prompt_length
+        m, r = adapter.prompt_length or l, 0
+    elif adapter.rank is not None:
+        r = adapter.rank
+        m = adapter.prompt_length if adapter.prompt_length is not None else solve_budget(
+            l, s, hidden_size, rank=r).prompt_length
     else:
-        m = options.adapter.prompt_length if options.adapter.prompt_length is not None else 60
-        r = solve_budget(options.adapter.vanilla_length, options.adapter.max_length, hidden_size, prompt_length=m).rank
-    if options.run.method == "dept" and options.adapter.rank is not None and options.adapter.prompt_length is not None:
+        m = adapter.prompt_length if adapter.prompt_length is not None else 60
+        r = solve_budget(l, s, hidden_size, prompt_length=m).rank
+    if options.run.method == "dept" and adapter.rank is not None and adapter.prompt_length is not None:
         # Both given: the budget is not solved, so say where the shape lands against it.
-        used = trainable_params(m, r, options.adapter.max_length, hidden_size)
-        budget = options.adapter.vanilla_length * hidden_size
+        used, budget = trainable_params(m, r, s, hidden_size), l * hidden_size
         where = "on" if used == budget else "over" if used > budget else "under"
         log.info("prompt_length %d and rank %d give %s trainable parameters, %s the budget of vanilla_length "
-                 "%d (%s)", m, r, f"{used:,}", where, options.adapter.vanilla_length, f"{budget:,}")
-    return DeptConfig(prompt_length=m, rank=r, max_length=options.adapter.max_length, alpha=options.adapter.alpha,
-                      scaling=options.adapter.scaling, prompt_init=options.adapter.prompt_init, init_text=options.adapter.init_text,
-                      on_overflow=options.adapter.on_overflow,
-                      num_labels=num_labels, seed=options.run.seed, task=task_meta)
+                 "%d (%s)", m, r, f"{used:,}", where, l, f"{budget:,}")
+    shared = {f.name: getattr(adapter, f.name) for f in fields(DeptConfig)
+              if f.name in type(adapter).model_fields and f.name not in ("prompt_length", "rank")}
+    return DeptConfig(prompt_length=m, rank=r, num_labels=num_labels, seed=options.run.seed, task=task_meta, **shared)
 
 
 # Where AutoModelForSequenceClassification keeps its freshly initialised head (PEFT's

@@ -42,12 +42,12 @@ def custom_task(options: TrainOptions):
     """The user's own task of the options (files and fields given as flags or a task file)."""
     from ..tasks.custom import CustomTask
 
-    fields = dict(train_file=options.data.train_file, validation_file=options.data.validation_file,
-                  test_file=options.data.test_file, input_template=options.data.input_template,
-                  label_column=options.data.label_column, task_type=options.data.task_type,
-                  label_words=options.data.label_words, metric=options.data.metric, skip_bad_rows=options.data.skip_bad_rows)
-    if options.data.task_file:
-        return CustomTask.from_yaml(options.data.task_file, **fields)
+    data = options.data
+    fields = {name: getattr(data, name) for name in ("train_file", "validation_file", "test_file", "input_template",
+                                                     "label_column", "task_type", "label_words", "metric",
+                                                     "skip_bad_rows")}
+    if data.task_file:
+        return CustomTask.from_yaml(data.task_file, **fields)
     return CustomTask(**{k: v for k, v in fields.items() if v is not None})
 
 
@@ -56,43 +56,44 @@ def load_custom_task_data(options: TrainOptions) -> TaskData:
     loaded = task.load()
     for note in loaded.notes:
         log.info("%s", note)
-    spec, splits = loaded.spec, loaded.splits
+    spec, splits, data = loaded.spec, loaded.splits, options.data
     train, validation, test = splits["train"], splits["validation"], [] if options.evaluation.no_test else splits["test"]
-    if options.data.k_shot_examples:
+    if data.k_shot_examples:
         from ..tasks.splits import k_shot_sample
 
         picked = k_shot_sample(spec, [{"label": e.label, "index": i} for i, e in enumerate(train)],
-                               options.data.k_shot_examples, options.run.seed)
+                               data.k_shot_examples, options.run.seed)
         train = [train[r["index"]] for r in picked]
-    if options.data.max_train_samples:
-        train = train[:options.data.max_train_samples]
-    if options.data.max_eval_samples:
-        validation, test = validation[:options.data.max_eval_samples], test[:options.data.max_eval_samples]
+    if data.max_train_samples:
+        train = train[:data.max_train_samples]
+    if data.max_eval_samples:
+        validation, test = validation[:data.max_eval_samples], test[:data.max_eval_samples]
     candidates = candidate_targets(spec)
     num_labels = len(candidates) if candidates else (1 if spec.kind == "regression" else None)
-    meta = TaskMeta(task=spec.name, target_words="natural", decoder=options.evaluation.decoder, split_seed=options.data.split_seed,
-                    custom=task.description())
+    meta = TaskMeta(task=spec.name, target_words="natural", decoder=options.evaluation.decoder,
+                    split_seed=data.split_seed, custom=task.description())
     return TaskData(train, validation, test, spec, meta, num_labels, spec.main_metric)
 
 
 def load_task_data(options: TrainOptions) -> TaskData:
     if options.custom_task:
         return load_custom_task_data(options)
-    spec = get_task(options.run.task)
-    common = dict(data_dir=options.data.data_dir, protocol=options.data.protocol, seed=options.data.split_seed,
-                  target_words=options.data.target_words, from_hub=options.data.from_hub)
-    train = load_task(options.run.task, "train", k_shot=options.data.k_shot_examples, k_shot_seed=options.run.seed, **common)
-    validation = load_task(options.run.task, "validation", **common)
-    test = [] if options.evaluation.no_test or options.data.protocol == "official" else load_task(options.run.task, "test", **common)
-    if options.data.max_train_samples:
-        train = train[:options.data.max_train_samples]
-    if options.data.max_eval_samples:
-        validation, test = validation[:options.data.max_eval_samples], test[:options.data.max_eval_samples]
+    task, data = options.run.task, options.data
+    spec = get_task(task)
+    common = dict(data_dir=data.data_dir, protocol=data.protocol, seed=data.split_seed,
+                  target_words=data.target_words, from_hub=data.from_hub)
+    train = load_task(task, "train", k_shot=data.k_shot_examples, k_shot_seed=options.run.seed, **common)
+    validation = load_task(task, "validation", **common)
+    test = [] if options.evaluation.no_test or data.protocol == "official" else load_task(task, "test", **common)
+    if data.max_train_samples:
+        train = train[:data.max_train_samples]
+    if data.max_eval_samples:
+        validation, test = validation[:data.max_eval_samples], test[:data.max_eval_samples]
     if not train:
         raise TaskDataError(f"task {spec.name}: the training split has no examples")
-    candidates = candidate_targets(options.run.task, options.data.target_words)
+    candidates = candidate_targets(task, data.target_words)
     num_labels = len(candidates) if candidates else (1 if spec.kind == "regression" else None)
-    meta = TaskMeta(task=spec.name, target_words=options.data.target_words, decoder=options.evaluation.decoder,
-                    protocol=options.data.protocol, split_seed=options.data.split_seed)
+    meta = TaskMeta(task=spec.name, target_words=data.target_words, decoder=options.evaluation.decoder,
+                    protocol=data.protocol, split_seed=data.split_seed)
     return TaskData(train, validation, test, spec, meta, num_labels, main_metric(spec),
-                    qa_scoring_for(spec.name, options.data.protocol))
+                    qa_scoring_for(spec.name, data.protocol))
