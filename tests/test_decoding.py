@@ -81,3 +81,33 @@ def test_only_full_attention_caches_merge():
     cache.update(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4), 0)
     assert can_merge(cache)
     assert not can_merge(object())
+
+
+def test_a_seeded_sampled_row_draws_the_same_tokens_joined_or_alone(model):
+    sources = random_rows([6, 4], seed=14)
+
+    def sampled() -> Row:
+        return Row(sources[1], AdapterRef("pt"), 8, temperature=1.3, top_p=0.9, top_k=20,
+                   generator=torch.Generator().manual_seed(7))
+
+    alone_row = sampled()
+    generate_rows(model, [alone_row], PAD, on_done=lambda r: None)
+    joined_row, calls = sampled(), []
+
+    def admit(running: int) -> list[Row]:
+        calls.append(running)
+        return [joined_row] if len(calls) == 3 else []
+
+    torch.manual_seed(0)  # the global stream moves; the row's own generator decides
+    generate_rows(model, [row(sources[0], "a", 12)], PAD, on_done=lambda r: None, admit=admit)
+    assert joined_row.tokens == alone_row.tokens and len(alone_row.tokens) == 8
+
+
+def test_a_cancelled_row_leaves_and_the_others_go_on(model):
+    sources = random_rows([5, 5], seed=15)
+    stay, leave = row(sources[0], "a", 6), row(sources[1], "pt", 6)
+    leave.cancelled = lambda: len(leave.tokens) >= 2
+    finished = []
+    generate_rows(model, [stay, leave], PAD, on_done=finished.append)
+    assert finished == [leave, stay] and leave.finish_reason == "cancelled" and len(leave.tokens) == 2
+    assert stay.tokens == alone(model, sources[0], "a", 6)

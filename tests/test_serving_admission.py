@@ -52,6 +52,16 @@ def test_generations_cost_their_max_tokens_at_the_measured_token_time():
     assert estimate.refusal(queued) == 1
 
 
+def test_with_continuous_batching_a_request_waits_for_its_own_kind_only():
+    estimate = WaitEstimate(max_wait=1.0)
+    estimate.observe(Kind.GENERATE, seconds=1.0, units=100)             # 10 ms a token
+    estimate.observe(Kind.CLASSIFY, seconds=0.1, units=10)              # 10 ms a row
+    queued = [Req(Kind.GENERATE, [Gen(200)]), Req(Kind.CLASSIFY, [None] * 5)]
+    assert estimate.refusal(queued) == 2                                 # 2.05 s of everything
+    assert estimate.refusal(queued, Kind.CLASSIFY) is None               # 0.05 s of classifications
+    assert estimate.refusal(queued, Kind.GENERATE) == 1                  # 2 s of generations
+
+
 def test_the_service_time_moves_with_the_batches_run():
     estimate = WaitEstimate(max_wait=1.0)
     estimate.observe(Kind.CLASSIFY, 1.0, 10)

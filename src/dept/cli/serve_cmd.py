@@ -40,6 +40,9 @@ class ServeOptions(Options):
     seconds at the service time measured; 0: count only"""
     mix_adapters: bool = opt(True)
     """batch requests for different adapters together (false: only requests for the same adapter share a batch)"""
+    continuous_batching: bool = opt(True)
+    """decoder-only models: queued generations join a running decode between steps and queued classifications
+    run between two steps (false: a batch runs to its end first; for comparison)"""
     max_tokens: int = opt(256, minimum=1)
     """the largest max_tokens a completion may ask for"""
     request_timeout: float = opt(60.0, positive=True)
@@ -104,7 +107,7 @@ def build(options: ServeOptions):
     metrics = Metrics()
     engine = Engine(model, max_batch_size=options.max_batch_size, max_batch_wait_ms=options.max_batch_wait_ms,
                     max_queue=options.max_queue, mix_adapters=options.mix_adapters,
-                    max_queue_wait=options.max_queue_wait, metrics=metrics)
+                    max_queue_wait=options.max_queue_wait, continuous=options.continuous_batching, metrics=metrics)
     metrics.track_queue(engine.depth)
     for name, trained in named.items():
         engine.load_adapter(name, trained)  # refuses an adapter of another base model

@@ -8,6 +8,10 @@ times measured on this server:
     expected wait = Σ queued classification rows × seconds per classified row
                   + Σ queued generation rows' max_tokens × seconds per generated token
 
+With continuous batching (decoder-only models) a classification runs between two decoding
+steps and a generation joins the running decode, so a request waits only for the queued work of
+its own kind, and only that is counted for it.
+
 Service times are throughputs (a batch's seconds over its rows or tokens), so batching is
 accounted for, and move as an exponential average of the batches run. Before the first batch of a
 kind nothing is known and nothing is refused on its account; the count bound (`--max_queue`)
@@ -48,15 +52,18 @@ class WaitEstimate:
             return 0.0
         return rate * sum(units(work.kind, row) for row in work.rows)
 
-    def wait(self, queued: Iterable[Queued]) -> float:
-        """Seconds until the worker reaches a request queued behind `queued`."""
-        return sum(self.cost(work) for work in queued if work.kind is not Kind.CONTROL)
+    def wait(self, queued: Iterable[Queued], kind: Kind | None = None) -> float:
+        """Seconds until the worker reaches a request queued behind `queued`; with `kind`, only
+        queued work of that kind is waited for (continuous batching: a classification runs
+        between two decoding steps, not after the queued generations)."""
+        return sum(self.cost(work) for work in queued
+                   if work.kind is not Kind.CONTROL and (kind is None or work.kind is kind))
 
-    def refusal(self, queued: Iterable[Queued]) -> int | None:
+    def refusal(self, queued: Iterable[Queued], kind: Kind | None = None) -> int | None:
         """None to admit; else the Retry-After seconds: until the queue is short enough again."""
         if self.max_wait <= 0:
             return None
-        expected = self.wait(queued)
+        expected = self.wait(queued, kind)
         if expected <= self.max_wait:
             return None
         return max(1, math.ceil(expected - self.max_wait))

@@ -36,11 +36,12 @@ log = logging.getLogger("dept")
 
 class Engine:
     def __init__(self, model, *, max_batch_size: int = 16, max_batch_wait_ms: float = 5.0, max_queue: int = 256,
-                 mix_adapters: bool = True, max_queue_wait: float = 0.0, metrics=None):
+                 mix_adapters: bool = True, max_queue_wait: float = 0.0, continuous: bool = True, metrics=None):
         self.model = model.eval()
         self.policy = BatchPolicy(max_batch_size, max_batch_wait_ms / 1000, mix_adapters)
         self.queue: queue.Queue[Work] = queue.Queue(maxsize=max_queue)
         self.admission = WaitEstimate(max_queue_wait)
+        self.continuous = continuous   # admit queued work between decoding steps
         self._timed = 0.0              # seconds of every batch run so far (nested runs counted once)
         self.adapters: dict[str, Served] = {}
         self.metrics = metrics
@@ -124,7 +125,10 @@ class Engine:
     def submit(self, work: Work) -> Future:
         if self._closed:
             raise ShuttingDown()
-        retry = self.admission.refusal(self._queued())
+        # Between decoding steps a classification runs and a generation joins: each waits for
+        # its own kind only (static batches and seq2seq models: for everything queued).
+        apart = self.continuous and self.model.family.labels_in_input
+        retry = self.admission.refusal(self._queued(), work.kind if apart else None)
         if retry is not None:
             raise QueueFull(retry)
         try:
@@ -306,7 +310,7 @@ class Engine:
         """Between two decode steps: queued classifications run now (they wait one step, not a
         whole generation); queued generations that fit join the batch. A control action, or a
         generation that does not fit, is held over and stops admission until the batch ends."""
-        if self._held or self._shedding.is_set():
+        if not self.continuous or self._held or self._shedding.is_set():
             return []
         joined: list[Row] = []
         classify: list[Work] = []
