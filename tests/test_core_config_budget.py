@@ -107,6 +107,32 @@ def test_budget_solves_rank_for_prompt_length():
     assert top.rank == 75 and top.trainable_params == 75 * 1024 == top.vanilla_params
 
 
+def test_a_prompt_multiple_rounds_m_down_then_solves_r():
+    b = solve_budget(100, 256, 768, prompt_length=60, prompt_multiple=16)  # 48 vectors: 3 whole blocks
+    assert (b.prompt_length, b.rank) == (48, 39) and b.trainable_params <= b.vanilla_params
+    assert b.trainable_params == 48 * 768 + (256 + 768) * 39
+    given_rank = solve_budget(100, 256, 768, rank=30, prompt_multiple=16)  # m=60 would fit: 48 does
+    assert (given_rank.prompt_length, given_rank.rank, given_rank.exact) == (48, 30, False)
+    assert solve_budget(100, 256, 768, rank=30, prompt_multiple=1).prompt_length == 60
+
+
+def test_cli_budget_prompt_multiple(capsys):
+    assert main(["budget", "-l", "100", "-s", "256", "-d", "768", "-m", "60", "--block_size", "16", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["prompt_length"], record["rank"]) == (48, 39)
+
+
+def test_train_options_round_m_to_the_multiple():
+    from dept.training.methods import dept_config
+    from dept.training.options import TrainOptions
+
+    config = dept_config(TrainOptions(prompt_length=60, prompt_multiple=16, vanilla_length=100, max_length=256),
+                         768, None, {})
+    assert (config.prompt_length, config.rank) == (48, 39)
+    pt = dept_config(TrainOptions(method="pt", vanilla_length=100, block_size=16), 768, None, {})
+    assert (pt.prompt_length, pt.rank) == (96, 0)
+
+
 @pytest.mark.parametrize("kwargs", [{"rank": 7}, {"prompt_length": 61}, {"rank": 1}, {"prompt_length": 3}])
 def test_inexact_budgets_stay_under(kwargs):
     b = solve_budget(100, 256, 768, **kwargs)

@@ -41,12 +41,23 @@ def trainable_params(prompt_length: int, rank: int, max_length: int, hidden_size
     return prompt_length * hidden_size + (max_length + hidden_size) * rank
 
 
+def round_prompt(prompt_length: int, multiple: int | None) -> int:
+    """m rounded down to a multiple of `multiple` (None or 1: unchanged)."""
+    if multiple is None or multiple <= 1:
+        return prompt_length
+    return prompt_length // multiple * multiple
+
+
 def solve_budget(vanilla_length: int, max_length: int, hidden_size: int, *,
-                 rank: int | None = None, prompt_length: int | None = None) -> Budget:
+                 rank: int | None = None, prompt_length: int | None = None,
+                 prompt_multiple: int | None = None) -> Budget:
     """Solve l·d = m·d + (s + d)·r for the one of m (`prompt_length`) or r (`rank`) not given.
 
     Where no integer solves it exactly, returns the closest shape that stays under the
     budget (`exact=False`): m rounded down for a given r, r rounded down for a given m.
+    `prompt_multiple` k: m is rounded down to a multiple of k first (an engine that caches the
+    prompt by blocks of k vectors, as vLLM's prefix cache does with 16, caches all of it), and
+    r is then solved from what is left when r was not given.
     """
     l, s, d = vanilla_length, max_length, hidden_size
     for name, value in (("vanilla_length", l), ("max_length", s), ("hidden_size", d)):
@@ -62,11 +73,12 @@ def solve_budget(vanilla_length: int, max_length: int, hidden_size: int, *,
         if remaining < 0:
             raise BudgetError(f"rank {rank} alone costs (s+d)·r = {(s + d) * rank} > budget l·d = {budget}; "
                               f"the largest rank within budget is {budget // (s + d)}")
-        m, r = remaining // d, rank
+        m, r = round_prompt(remaining // d, prompt_multiple), rank
     else:
         if not 0 <= prompt_length <= l:
             raise BudgetError(f"prompt_length must be in [0, {l}] (the vanilla length), got {prompt_length}")
-        m, r = prompt_length, (budget - prompt_length * d) // (s + d)
+        m = round_prompt(prompt_length, prompt_multiple)
+        r = (budget - m * d) // (s + d)
     # A (s x r) and B (r x d) cannot have rank above min(s, d): DeptConfig would refuse the shape.
     if r > min(s, d):
         fix = f"give a rank <= {min(s, d)}" if rank is not None else \

@@ -30,6 +30,8 @@ class BudgetOptions(Options):
     """r: solve for the prompt length m (or give --prompt_length)"""
     prompt_length: int | None = opt(None, 'm', minimum=0)
     """m: solve for the rank r (or give --rank)"""
+    prompt_multiple: int | None = opt(None, "block_size", minimum=1)
+    """round m down to a multiple of this (vLLM's prefix cache keeps whole blocks of 16 vectors), then solve r"""
     json: bool = opt(False)
     """print one JSON object"""
 
@@ -64,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     options = options_from_args(args, BudgetOptions)
     d = options.hidden_size if options.hidden_size is not None else hidden_size_of(options.model_name_or_path)
     budget = solve_budget(options.vanilla_length, options.max_length, d,
-                          rank=options.rank, prompt_length=options.prompt_length)
+                          rank=options.rank, prompt_length=options.prompt_length,
+                          prompt_multiple=options.prompt_multiple)
     if options.json:
         print(json.dumps(budget.to_dict()))
     else:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..adapter import received_rms
-from ..budget import solve_budget, trainable_params
+from ..budget import round_prompt, solve_budget, trainable_params
 from ..config import DeptConfig
 from ..families import Family
 from ..model import DeptModel
@@ -57,15 +57,17 @@ def dept_config(options: TrainOptions, hidden_size: int, num_labels: int | None,
     """m and r from the options; the one not given is solved from the vanilla budget. The other
     fields DeptConfig shares with the adapter group are taken by name."""
     adapter, l, s = options.adapter, options.adapter.vanilla_length, options.adapter.max_length
+    k = adapter.prompt_multiple
     if options.run.method == "pt":
-        m, r = adapter.prompt_length or l, 0
+        m, r = round_prompt(adapter.prompt_length or l, k), 0
     elif adapter.rank is not None:
         r = adapter.rank
-        m = adapter.prompt_length if adapter.prompt_length is not None else solve_budget(
-            l, s, hidden_size, rank=r).prompt_length
+        m = round_prompt(adapter.prompt_length, k) if adapter.prompt_length is not None else solve_budget(
+            l, s, hidden_size, rank=r, prompt_multiple=k).prompt_length
     else:
         m = adapter.prompt_length if adapter.prompt_length is not None else 60
-        r = solve_budget(l, s, hidden_size, prompt_length=m).rank
+        shape = solve_budget(l, s, hidden_size, prompt_length=m, prompt_multiple=k)
+        m, r = shape.prompt_length, shape.rank
     if options.run.method == "dept" and adapter.rank is not None and adapter.prompt_length is not None:
         # Both given: the budget is not solved, so say where the shape lands against it.
         used, budget = trainable_params(m, r, s, hidden_size), l * hidden_size

@@ -139,6 +139,9 @@ class AdapterOptions(Options):
     on_overflow: str = opt('truncate', choices=OVERFLOW_POLICIES)
     """inputs longer than max_length: truncate keeps the first s tokens, error refuses them (saved with the
     adapter)"""
+    prompt_multiple: int | None = opt(None, "block_size", minimum=1)
+    """round m down to a multiple of this before r is solved (vLLM's prefix cache keeps whole blocks of 16
+    vectors)"""
     lora_baseline_rank: int = opt(8, minimum=1)
     """method=lora only: the LoRA baseline's rank"""
     lora_baseline_alpha: int = opt(16, positive=True)
