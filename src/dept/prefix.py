@@ -62,8 +62,11 @@ def sliding_window(base: nn.Module) -> int | None:
 
 
 def checkpointing(base: nn.Module) -> bool:
-    """Activation checkpointing re-runs layers in backward, which would append to the cache twice."""
-    return bool(getattr(base, "is_activation_checkpointing", False))
+    """Activation checkpointing re-runs layers in backward, which would append to the cache twice.
+    transformers >= 5.20 names it activation checkpointing; earlier ones (vLLM pins them), gradient."""
+    if hasattr(base, "is_activation_checkpointing"):
+        return bool(base.is_activation_checkpointing)
+    return bool(getattr(base, "is_gradient_checkpointing", False))
 
 
 def prompt_kv(base: nn.Module, prompt: Tensor) -> KV:
