@@ -40,6 +40,12 @@ class PredictOptions(Options):
     on_overflow: str | None = opt(None, choices=OVERFLOW_POLICIES)
     """inputs longer than the adapter's max_length: truncate (said once on stderr) or error naming the line
     (default: the adapter's)"""
+    engine: str = opt("embedded", choices=("embedded", "vllm"))
+    """embedded: dept's own; vllm: vLLM decodes from the adapter's prompt embeddings (decoder-only models;
+    `make install-vllm`)"""
+    engine_args: str | None = opt(None)
+    """--engine vllm: vLLM's own options, a JSON object or a YAML file (tensor_parallel_size, dtype,
+    max_model_len, gpu_memory_utilization, ...)"""
 
 
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:
@@ -96,7 +102,6 @@ def check_lengths(collator, sources: list[str], numbers: list[int], policy: str,
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import predict
     from ..inference import load_trained
 
     options = options_from_args(args, PredictOptions)
@@ -117,10 +122,35 @@ def run(args: argparse.Namespace) -> int:
     policy = options.on_overflow or adapter.config.on_overflow
     check_lengths(loaded.collator, sources, [n for n, _ in inputs], policy, name)
     collator = replace(loaded.collator, truncate=True)  # overflow was refused or reported above
-    examples = [SimpleNamespace(source=s, target="", label=None) for s in sources]
-    predictions = predict(loaded.model, collator, examples, decoder=options.decoder or adapter.meta.decoder,
-                          candidates=adapter.candidates, batch_size=options.per_device_eval_batch_size,
-                          max_new_tokens=options.max_new_tokens, score_range=adapter.score_range)
+    if options.engine == "vllm":
+        predictions = _predict_vllm(options, loaded, collator, sources)
+    else:
+        predictions = _predict_embedded(options, loaded, collator, sources)
     for source, prediction in zip(sources, predictions):
         print(json.dumps({"source": source, "prediction": prediction}))
     return 0
+
+
+def _predict_embedded(options: PredictOptions, loaded, collator, sources: list[str]) -> list[str]:
+    from ..evaluation import predict
+
+    adapter = loaded.adapter
+    examples = [SimpleNamespace(source=s, target="", label=None) for s in sources]
+    return predict(loaded.model, collator, examples, decoder=options.decoder or adapter.meta.decoder,
+                   candidates=adapter.candidates, batch_size=options.per_device_eval_batch_size,
+                   max_new_tokens=options.max_new_tokens, score_range=adapter.score_range)
+
+
+def _predict_vllm(options: PredictOptions, loaded, collator, sources: list[str]) -> list[str]:
+    from ..pretrained import resolve
+    from ..vllm_engine import VllmEngine, check_family, engine_args, predict
+
+    check_family(loaded.model)  # before vLLM starts
+    settings = engine_args(options.engine_args)
+    engine = VllmEngine(resolve(loaded.adapter.base_model(options.model_name_or_path)), settings)
+    try:
+        return predict(engine, loaded.model, collator, sources, adapter=loaded.model.active_adapter,
+                       decoder=options.decoder or loaded.adapter.meta.decoder, candidates=loaded.adapter.candidates,
+                       max_new_tokens=options.max_new_tokens, batch_size=options.per_device_eval_batch_size)
+    finally:
+        engine.close()

