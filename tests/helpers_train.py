@@ -175,3 +175,15 @@ def trained_run(model_dir: Path, tmp_path_factory, *extra) -> Path:
         dept_cli("train", "--model", model_dir, *QUICK, "--output_dir", out, "--logging_steps", 2, *extra)
         _RUNS[key] = out
     return _RUNS[key]
+
+
+def predicted(adapter_dir, sentences, *extra) -> list[str]:
+    """What `dept predict` prints for each sentence (in process), the adapter alone."""
+    stdin, stdout = sys.stdin, sys.stdout
+    sys.stdin = io.StringIO("".join(json.dumps({"sentence": s}) + "\n" for s in sentences))
+    sys.stdout = out = io.StringIO()
+    try:
+        assert main(["predict", "--adapter", str(adapter_dir), *map(str, extra)]) == 0
+    finally:
+        sys.stdin, sys.stdout = stdin, stdout
+    return [json.loads(line)["prediction"] for line in out.getvalue().splitlines()]

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from helpers_serve import running_server, served_adapters
 from helpers_tiny import one_thread  # noqa: F401  (autouse: one CPU thread per module)
 from helpers_train import llama_dir  # noqa: F401
+from helpers_train import predicted
 
 from dept.cli.serve_cmd import ServeOptions, build
 from dept.serving.app import Limits, create_app
@@ -42,23 +43,6 @@ def client(adapters, llama_dir):
     app, _ = serve(adapters, llama_dir, max_batch_wait_ms=20.0)
     with TestClient(app) as c:
         yield c
-
-
-def predicted(adapter_dir, sentences, *extra) -> list[str]:
-    """What `dept predict` prints for each sentence, the adapter alone."""
-    import io
-    import sys
-
-    from dept.cli.main import main
-
-    stdin, stdout = sys.stdin, sys.stdout
-    sys.stdin = io.StringIO("".join(json.dumps({"sentence": s}) + "\n" for s in sentences))
-    sys.stdout = out = io.StringIO()
-    try:
-        assert main(["predict", "--adapter", str(adapter_dir), *map(str, extra)]) == 0
-    finally:
-        sys.stdin, sys.stdout = stdin, stdout
-    return [json.loads(line)["prediction"] for line in out.getvalue().splitlines()]
 
 
 def test_models_lists_the_base_and_each_adapter(client, llama_dir):

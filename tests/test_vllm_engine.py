@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import io
-import json
 import sys
 
 import pytest
@@ -15,6 +14,7 @@ import torch
 from helpers_tiny import dept_config, randomise, random_rows, tiny_base, tiny_dept, tiny_tokenizer
 from helpers_tiny import one_thread  # noqa: F401  (autouse: one CPU thread per module)
 from helpers_train import llama_dir  # noqa: F401
+from helpers_train import predicted
 
 from dept.cli.main import main
 from dept.model import DeptModel
@@ -80,17 +80,6 @@ SENTENCES = ["a gorgeous, witty, seductive movie.", "the plot is nothing but boi
              "one of the best films of the year.", "a mess from start to finish."]
 
 
-def predictions(adapter, *extra) -> list[str]:
-    stdin, stdout = sys.stdin, sys.stdout
-    sys.stdin = io.StringIO("".join(json.dumps({"sentence": s}) + "\n" for s in SENTENCES))
-    sys.stdout = out = io.StringIO()
-    try:
-        assert main(["predict", "--adapter", str(adapter), *map(str, extra)]) == 0
-    finally:
-        sys.stdin, sys.stdout = stdin, stdout
-    return [json.loads(line)["prediction"] for line in out.getvalue().splitlines()]
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed here (make install-vllm)")
 def test_vllm_answers_as_the_embedded_engine_on_smollm2(tmp_path, monkeypatch):
@@ -107,6 +96,7 @@ def test_vllm_answers_as_the_embedded_engine_on_smollm2(tmp_path, monkeypatch):
     model.save_adapter(tmp_path / "sst2", "sst2")
     args = ["--engine_args", '{"max_model_len": 256}']
     for decoder in ("generate", "rank"):
-        embedded = predictions(tmp_path / "sst2", "--decoder", decoder, "--max_new_tokens", 8)
-        vllm = predictions(tmp_path / "sst2", "--decoder", decoder, "--max_new_tokens", 8, "--engine", "vllm", *args)
+        embedded = predicted(tmp_path / "sst2", SENTENCES, "--decoder", decoder, "--max_new_tokens", 8)
+        vllm = predicted(tmp_path / "sst2", SENTENCES, "--decoder", decoder, "--max_new_tokens", 8,
+                         "--engine", "vllm", *args)
         assert sum(a == b for a, b in zip(embedded, vllm)) >= 0.95 * len(SENTENCES), (decoder, embedded, vllm)
