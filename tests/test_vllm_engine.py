@@ -5,8 +5,10 @@ cannot do is refused in one line. Where vLLM is installed (`make install-vllm`):
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
+import json
 import sys
 
 import pytest
@@ -65,12 +67,13 @@ def test_what_vllm_cannot_serve_is_refused():
 
 
 @pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed here: the refusal is for machines without it")
-def test_predict_without_vllm_says_how_to_install_it(llama_dir, tmp_path_factory, capsys, monkeypatch):
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_without_vllm_the_command_says_how_to_install_it(command, llama_dir, tmp_path_factory, capsys, monkeypatch):
     from helpers_train import trained_run
 
     run = trained_run(llama_dir, tmp_path_factory)
     monkeypatch.setattr(sys, "stdin", io.StringIO('{"sentence": "the movie was wonderful"}\n'))
-    assert main(["predict", "--adapter", str(run), "--engine", "vllm"]) == 2
+    assert main([command, "--adapter", str(run), "--engine", "vllm"]) == 2
     assert "make install-vllm" in capsys.readouterr().err
 
 
@@ -100,3 +103,10 @@ def test_vllm_answers_as_the_embedded_engine_on_smollm2(tmp_path, monkeypatch):
         vllm = predicted(tmp_path / "sst2", SENTENCES, "--decoder", decoder, "--max_new_tokens", 8,
                          "--engine", "vllm", *args)
         assert sum(a == b for a, b in zip(embedded, vllm)) >= 0.95 * len(SENTENCES), (decoder, embedded, vllm)
+    scored = {}
+    for engine in ("embedded", "vllm"):
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert main(["eval", "--adapter", str(tmp_path / "sst2"), "--task", "demo", "--max_eval_samples", "16",
+                         "--engine", engine, *args]) == 0
+        scored[engine] = json.loads(out.getvalue().splitlines()[-1])
+    assert scored["vllm"]["accuracy"] == scored["embedded"]["accuracy"] and scored["vllm"]["examples"] == 16

@@ -1,4 +1,5 @@
-"""vLLM as a second engine for decoder-only models, offline: `dept predict --engine vllm`.
+"""vLLM as a second engine for decoder-only models, offline: `dept predict` and `dept eval`
+with `--engine vllm`.
 
 dept lays out each input as its adapter sees it, the embeddings [P_s ; W(x) + scale·A·B]
 (DeptModel.prepare_inputs without the shared prefix), checks their shape, dtype and values, and
@@ -145,3 +146,18 @@ def predict(engine: VllmEngine, model, collator, sources: list[str], *, adapter:
         return [candidates[i] for i in engine.rank(embeds, targets, embed_tokens)]
     return [text.strip() for text in engine.generate(embeds, max_new_tokens)]
 
+
+def run_predict(loaded, collator, sources: list[str], *, base_model: str | None, options: str | None, decoder: str,
+                candidates: list[str] | None, max_new_tokens: int, batch_size: int) -> list[str]:
+    """`dept predict` / `dept eval` through vLLM: check the model, start vLLM on the base model's
+    folder, decode every source, stop vLLM."""
+    from .pretrained import resolve
+
+    check_family(loaded.model)  # before vLLM starts
+    settings = engine_args(options)
+    engine = VllmEngine(resolve(loaded.adapter.base_model(base_model)), settings)
+    try:
+        return predict(engine, loaded.model, collator, sources, adapter=loaded.model.active_adapter, decoder=decoder,
+                       candidates=candidates, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    finally:
+        engine.close()

@@ -43,6 +43,12 @@ class EvalOptions(Options):
     """score only the first N examples"""
     max_new_tokens: int = opt(16, minimum=1)
     """decoder=generate: new tokens per answer"""
+    engine: str = opt("embedded", choices=("embedded", "vllm"))
+    """embedded: dept's own; vllm: vLLM decodes from the adapter's prompt embeddings (decoder-only models;
+    `make install-vllm`)"""
+    engine_args: str | None = opt(None)
+    """--engine vllm: vLLM's own options, a JSON object or a YAML file (tensor_parallel_size, dtype,
+    max_model_len, gpu_memory_utilization, ...)"""
 
 
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:
@@ -85,9 +91,28 @@ def run(args: argparse.Namespace) -> int:
         examples = examples[:options.max_eval_samples]
     decoder = options.decoder or meta.decoder
     qa_scoring = qa_scoring_for(task, options.protocol or meta.protocol)
-    metrics = evaluate(loaded.model, loaded.collator, task, examples, decoder=decoder,
-                       target_words=meta.target_words, batch_size=options.per_device_eval_batch_size,
-                       max_new_tokens=options.max_new_tokens, qa_scoring=qa_scoring)
+    if options.engine == "vllm":
+        metrics = _evaluate_vllm(options, loaded, task, examples, decoder, qa_scoring)
+    else:
+        metrics = evaluate(loaded.model, loaded.collator, task, examples, decoder=decoder,
+                           target_words=meta.target_words, batch_size=options.per_device_eval_batch_size,
+                           max_new_tokens=options.max_new_tokens, qa_scoring=qa_scoring)
     print(json.dumps({"task": task.name, "split": split, "examples": len(examples), "decoder": decoder,
                       **({"qa_scoring": qa_scoring} if qa_scoring else {}), **metrics}))
     return 0
+
+
+def _evaluate_vllm(options: EvalOptions, loaded, task, examples, decoder: str, qa_scoring) -> dict:
+    """The task's metrics over vLLM's answers (regression tasks stay with the embedded engine)."""
+    from ..errors import UserError
+    from ..tasks import candidate_targets, compute_metrics
+    from ..vllm_engine import run_predict
+
+    if task.kind == "regression":
+        raise UserError(f"--engine vllm: task {task.name} is a regression; score it with the embedded engine")
+    candidates = candidate_targets(task, loaded.adapter.meta.target_words)
+    predictions = run_predict(loaded, loaded.collator, [e.source for e in examples],
+                              base_model=options.model_name_or_path, options=options.engine_args, decoder=decoder,
+                              candidates=candidates, max_new_tokens=options.max_new_tokens,
+                              batch_size=options.per_device_eval_batch_size)
+    return compute_metrics(task, predictions, examples, qa_scoring=qa_scoring)

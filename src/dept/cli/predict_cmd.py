@@ -142,15 +142,8 @@ def _predict_embedded(options: PredictOptions, loaded, collator, sources: list[s
 
 
 def _predict_vllm(options: PredictOptions, loaded, collator, sources: list[str]) -> list[str]:
-    from ..pretrained import resolve
-    from ..vllm_engine import VllmEngine, check_family, engine_args, predict
+    from ..vllm_engine import run_predict
 
-    check_family(loaded.model)  # before vLLM starts
-    settings = engine_args(options.engine_args)
-    engine = VllmEngine(resolve(loaded.adapter.base_model(options.model_name_or_path)), settings)
-    try:
-        return predict(engine, loaded.model, collator, sources, adapter=loaded.model.active_adapter,
+    return run_predict(loaded, collator, sources, base_model=options.model_name_or_path, options=options.engine_args,
                        decoder=options.decoder or loaded.adapter.meta.decoder, candidates=loaded.adapter.candidates,
                        max_new_tokens=options.max_new_tokens, batch_size=options.per_device_eval_batch_size)
-    finally:
-        engine.close()
