@@ -116,11 +116,13 @@ class VllmEngine:
         as the embedded engine scores them: the sum of log p(token) over the word's tokens and the
         end of sequence. One one-token request per row, word and token, restricted to that token
         (its log-probability is read before any processing); the row's prompt is shared by them."""
+        # Each word's leading tokens, embedded once for all rows: (k, d) for k = 1 .. len - 1.
+        heads = [[embed_tokens(ids[:k]) for k in range(1, len(ids))] for ids in targets]
         requests, where = [], []
         for row, e in enumerate(embeds):
             for word, ids in enumerate(targets):
                 for k, token in enumerate(ids):
-                    prefix = e if k == 0 else torch.cat([e, embed_tokens(ids[:k])])          # (n + k, d)
+                    prefix = e if k == 0 else torch.cat([e, heads[word][k - 1]])              # (n + k, d)
                     requests.append(({"prompt_embeds": prefix}, self.sampling(
                         temperature=0, max_tokens=1, allowed_token_ids=[token], logprobs=0)))
                     where.append((row, word, token))

@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 
 from ..errors import OptionError
-from ..options import Options, meta, read_yaml_mapping
+from ..options import Options, meta, opt, read_yaml_mapping
 
 
 def flag_names(name: str, aliases=()) -> list[str]:
@@ -89,3 +89,14 @@ def read_config(path: Path, cls: type[Options]) -> dict:
     except OptionError as err:
         raise OptionError(f"--config {path}: {err}") from None
     return values
+
+
+class EngineOptions(Options):
+    """Which engine decodes (`dept predict`, `dept eval`): the options both commands share."""
+
+    engine: str = opt("embedded", choices=("embedded", "vllm"))
+    """embedded: dept's own; vllm: vLLM decodes from the adapter's prompt embeddings (decoder-only models;
+    `make install-vllm`)"""
+    engine_args: str | None = opt(None)
+    """--engine vllm: vLLM's own options, a JSON object or a YAML file (tensor_parallel_size, dtype,
+    max_model_len, gpu_memory_utilization, ...)"""

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..options import Options, opt
+from ..options import opt
 from ..tasks.meta import DECODERS
 from ..tasks.splits import PROTOCOLS
-from .arguments import add_options, options_from_args
+from .arguments import EngineOptions, add_options, options_from_args
 
 SPLITS = ("train", "validation", "test")
 
 
-class EvalOptions(Options):
+class EvalOptions(EngineOptions):
     adapter: str = opt(...)
     """adapter folder (from dept train)"""
     task: str | None = opt(None, 'task_name')
@@ -43,12 +43,6 @@ class EvalOptions(Options):
     """score only the first N examples"""
     max_new_tokens: int = opt(16, minimum=1)
     """decoder=generate: new tokens per answer"""
-    engine: str = opt("embedded", choices=("embedded", "vllm"))
-    """embedded: dept's own; vllm: vLLM decodes from the adapter's prompt embeddings (decoder-only models;
-    `make install-vllm`)"""
-    engine_args: str | None = opt(None)
-    """--engine vllm: vLLM's own options, a JSON object or a YAML file (tensor_parallel_size, dtype,
-    max_model_len, gpu_memory_utilization, ...)"""
 
 
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:

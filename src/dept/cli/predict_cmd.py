@@ -17,14 +17,14 @@ from types import SimpleNamespace
 
 from ..config import OVERFLOW_POLICIES
 from ..errors import UserError
-from ..options import Options, opt
+from ..options import opt
 from ..tasks.meta import DECODERS
-from .arguments import add_options, options_from_args
+from .arguments import EngineOptions, add_options, options_from_args
 
 log = logging.getLogger("dept")
 
 
-class PredictOptions(Options):
+class PredictOptions(EngineOptions):
     adapter: str = opt(...)
     """adapter folder (from dept train)"""
     input: str = opt('-')
@@ -40,12 +40,6 @@ class PredictOptions(Options):
     on_overflow: str | None = opt(None, choices=OVERFLOW_POLICIES)
     """inputs longer than the adapter's max_length: truncate (said once on stderr) or error naming the line
     (default: the adapter's)"""
-    engine: str = opt("embedded", choices=("embedded", "vllm"))
-    """embedded: dept's own; vllm: vLLM decodes from the adapter's prompt embeddings (decoder-only models;
-    `make install-vllm`)"""
-    engine_args: str | None = opt(None)
-    """--engine vllm: vLLM's own options, a JSON object or a YAML file (tensor_parallel_size, dtype,
-    max_model_len, gpu_memory_utilization, ...)"""
 
 
 def add_parser(subparsers, parents) -> argparse.ArgumentParser:
