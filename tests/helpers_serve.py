@@ -70,3 +70,15 @@ def served_statuses(url: str, endpoint: str | None = None) -> Counter:
             if endpoint is None or sample.labels["endpoint"] == endpoint:
                 counts[int(sample.labels["status"])] += int(sample.value)
     return +counts
+
+
+def requests_seen(url: str, endpoint: str) -> tuple[float, float]:
+    """(in flight, answered) for one endpoint, read from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {"dept_requests_in_flight": 0.0, "dept_requests_total": 0.0}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            if sample.name in found and sample.labels.get("endpoint") == endpoint:
+                found[sample.name] += sample.value
+    return found["dept_requests_in_flight"], found["dept_requests_total"]

@@ -63,10 +63,12 @@ def tiny_model_dir(kind: str, tmp_path_factory) -> Path:
                                      attention_probs_dropout_prob=0.0, pad_token_id=tok.pad_token_id))
     else:
         tok = AutoTokenizer.from_pretrained(dept.pretrained.resolve("smollm2-135m"))
-        if kind == "llama":
+        if kind in ("llama", "llama-vllm"):
+            # llama-vllm: heads of 32 dimensions, the smallest vLLM's CPU attention takes
+            d, heads = (32, 4) if kind == "llama" else (64, 2)
             model = LlamaForCausalLM(LlamaConfig(
-                vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+                vocab_size=len(tok), hidden_size=d, intermediate_size=2 * d, num_hidden_layers=2,
+                num_attention_heads=heads, num_key_value_heads=heads // 2, pad_token_id=tok.pad_token_id,
                 eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id))
         elif kind == "t5":
             model = T5ForConditionalGeneration(T5Config(

@@ -46,6 +46,8 @@ class Row:
     stops: list[str] = field(default_factory=list)
     generator: torch.Generator | None = None
     """The row's own random stream (its seed); None: torch's global one."""
+    seed: int | None = None
+    """The seed of `generator`, for an engine that draws with its own random streams (vLLM)."""
     min_tokens: int = 0
     """End-of-sequence is not chosen before this many new tokens."""
     on_text: Callable[[str], None] | None = None

@@ -11,13 +11,13 @@ from dataclasses import field
 from pathlib import Path
 
 from ..errors import OptionError
-from ..options import Options, opt
-from .arguments import add_options, options_from_args
+from ..options import opt
+from .arguments import EngineOptions, add_options, options_from_args
 
 log = logging.getLogger("dept")
 
 
-class ServeOptions(Options):
+class ServeOptions(EngineOptions):
     adapter: list[str] = field(default_factory=list, metadata={
         "help": "NAME=FOLDER of an adapter to serve (repeat the flag for more)", "aliases": ()})
     adapters_dir: str | None = opt(None)
@@ -30,18 +30,18 @@ class ServeOptions(Options):
     port: int = opt(8000, minimum=0)
     """port"""
     max_batch_size: int = opt(16, minimum=1)
-    """rows per batch the worker runs (1: no batching)"""
+    """embedded engine: rows per batch the worker runs (1: no batching)"""
     max_batch_wait_ms: float = opt(5.0, minimum=0)
-    """how long the first request of a batch waits for others"""
+    """embedded engine: how long the first request of a batch waits for others"""
     max_queue: int = opt(256, minimum=1)
-    """requests waiting at most; more are refused with 429"""
+    """requests waiting at most (--engine vllm: in flight); more are refused with 429"""
     max_queue_wait: float = opt(5.0, minimum=0)
     """refuse new requests (429, Retry-After) while the queued work is expected to take longer than this many
     seconds at the service time measured; 0: count only"""
     mix_adapters: bool = opt(True)
-    """batch requests for different adapters together (false: only requests for the same adapter share a batch)"""
+    """embedded engine: batch requests for different adapters together (false: only requests for the same adapter share a batch)"""
     continuous_batching: bool = opt(True)
-    """decoder-only models: queued generations join a running decode between steps and queued classifications
+    """embedded engine, decoder-only models: queued generations join a running decode between steps and queued classifications
     run between two steps (false: a batch runs to its end first; for comparison)"""
     max_tokens: int = opt(256, minimum=1)
     """the largest max_tokens a completion may ask for"""
@@ -100,14 +100,20 @@ def build(options: ServeOptions):
         if not named:
             raise OptionError("give --model, or at least one --adapter / --adapters_dir to take it from")
         base = next(iter(named.values())).base_model()
-    cuda = torch.cuda.is_available()
+    # --engine vllm: vLLM holds the model on the accelerator; dept's copy only lays out the
+    # prompt embeddings, on the CPU
+    cuda = torch.cuda.is_available() and options.engine == "embedded"
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(
         options.dtype, torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32)
     model = DeptModel.from_pretrained(base, dtype=dtype, device="cuda" if cuda else None)
     metrics = Metrics()
-    engine = Engine(model, max_batch_size=options.max_batch_size, max_batch_wait_ms=options.max_batch_wait_ms,
-                    max_queue=options.max_queue, mix_adapters=options.mix_adapters,
-                    max_queue_wait=options.max_queue_wait, continuous=options.continuous_batching, metrics=metrics)
+    if options.engine == "vllm":
+        engine = vllm_engine(options, model, base, metrics)
+    else:
+        engine = Engine(model, max_batch_size=options.max_batch_size, max_batch_wait_ms=options.max_batch_wait_ms,
+                        max_queue=options.max_queue, mix_adapters=options.mix_adapters,
+                        max_queue_wait=options.max_queue_wait, continuous=options.continuous_batching,
+                        metrics=metrics)
     metrics.track_queue(engine.depth)
     for name, trained in named.items():
         engine.load_adapter(name, trained)  # refuses an adapter of another base model
@@ -117,6 +123,19 @@ def build(options: ServeOptions):
                      limits=Limits(max_tokens=options.max_tokens, request_timeout=options.request_timeout,
                                    shutdown_timeout=options.shutdown_timeout), metrics=metrics)
     return app, engine
+
+
+def vllm_engine(options: ServeOptions, model, base: str, metrics):
+    """vLLM's async engine in this process, on the base model's folder, after checking what it
+    cannot serve (encoders, seq2seq) and reading --engine_args, so that both fail in one line."""
+    from ..pretrained import resolve
+    from ..serving.vllm_engine import VllmServingEngine
+    from ..vllm_engine import check_family, engine_args
+
+    check_family(model)
+    settings = engine_args(options.engine_args)
+    return VllmServingEngine(model, resolve(base), settings, max_queue=options.max_queue,
+                             max_queue_wait=options.max_queue_wait, metrics=metrics)
 
 
 def run(args: argparse.Namespace) -> int:

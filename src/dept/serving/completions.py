@@ -59,15 +59,16 @@ def _rows(body: CompletionRequest, adapter: Served | None, prompt_ids, stream) -
     loop = asyncio.get_running_loop()
     rows = []
     for index, source_ids in enumerate(prompt_ids):
-        generator = None
+        generator = seed = None
         if body.temperature > 0:
-            seed = body.seed + index if body.seed is not None else secrets.randbits(62)
             # torch takes seeds in [-2^63, 2^64): wrap the per-prompt offset around that range
-            generator = torch.Generator().manual_seed((seed + 2**63) % 2**64 - 2**63)
+            seed = body.seed + index if body.seed is not None else secrets.randbits(62)
+            seed = (seed + 2**63) % 2**64 - 2**63
+            generator = torch.Generator().manual_seed(seed)
         on_text = (lambda piece, index=index: loop.call_soon_threadsafe(stream.put_nowait, (index, piece))) \
             if stream is not None else None
         rows.append(Row(source_ids, adapter.ref if adapter else None, body.max_tokens, body.temperature,
-                        body.top_p, stops=body.stops(), generator=generator, on_text=on_text))
+                        body.top_p, stops=body.stops(), generator=generator, seed=seed, on_text=on_text))
     return rows
 
 

@@ -1,8 +1,8 @@
 """The engine interface: what the routes need of whatever runs the model.
 
-The embedded engine (engine.py) implements it for every family; a second engine (vLLM, through
-prompt embeddings) is meant to implement the same methods, so that the routes, auth, limits,
-metrics and the drain stay as they are. The routes import nothing else of an engine.
+The embedded engine (engine.py) implements it for every family, vLLM's (vllm_engine.py) for
+decoder-only models through prompt embeddings; the routes, auth, limits, metrics and the drain
+are the same for both. The routes import nothing else of an engine.
 """
 
 from __future__ import annotations
