@@ -102,3 +102,22 @@ def test_the_server_refuses_by_expected_wait_before_the_count_bound(llama_dir, t
     assert retry >= 1 and answer.status_code == 429 and int(answer.headers["Retry-After"]) >= 1
     assert "at capacity" in answer.json()["error"]["message"]
     assert all(r[0]["label"] for r in results)
+
+
+def test_generations_that_fit_the_running_decode_wait_for_nobody(llama_dir, tmp_path_factory):
+    """Continuous batching: a queued generation that fits the running decode's free rows joins it
+    at the next step, so only those past the free rows are costed for a new generation."""
+    adapters = served_adapters(llama_dir, tmp_path_factory, names=("one",))
+    _, engine = build(ServeOptions(adapters_dir=str(adapters), model_name_or_path=str(llama_dir),
+                                   max_batch_size=4, max_queue_wait=0.5))
+    engine.admission.per_unit[Kind.GENERATE] = 0.1  # seconds per token
+    gen = [Work(Kind.GENERATE, [Gen(8)]) for _ in range(3)]
+    classify = Work(Kind.CLASSIFY, [None])
+    engine._decoding = 2  # two rows decoding: two free
+    assert engine._past_free_rows([gen[0], classify, gen[1], gen[2]]) == [classify, gen[2]]
+    for work in gen:
+        engine.queue.put_nowait(work)
+    with pytest.raises(QueueFull):  # one queued generation past the free rows: 0.8 s > 0.5
+        engine.submit(Work(Kind.GENERATE, [Gen(8)]))
+    engine._decoding = 1
+    assert engine.submit(Work(Kind.GENERATE, [Gen(8)]))  # all three fit: nothing to wait for

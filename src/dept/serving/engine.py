@@ -50,6 +50,7 @@ class Engine:
         self._closed = False           # drain: no new work is admitted
         self._shedding = threading.Event()  # drain's timeout: what is left is answered ShuttingDown
         self._busy = False             # the worker is running a batch
+        self._decoding = 0             # rows in the running decode (continuous batching), else 0
         self._load_ids = itertools.count(1)  # each load's AdapterRef id
         self._thread = threading.Thread(target=self._loop, name="dept-engine", daemon=True)
         self.pad_id = pad_id(model.tokenizer)
@@ -128,7 +129,10 @@ class Engine:
         # Between decoding steps a classification runs and a generation joins: each waits for
         # its own kind only (static batches and seq2seq models: for everything queued).
         apart = self.continuous and self.model.family.labels_in_input
-        retry = self.admission.refusal(self._queued(), work.kind if apart else None)
+        queued = self._queued()
+        if apart and work.kind is Kind.GENERATE:
+            queued = self._past_free_rows(queued)
+        retry = self.admission.refusal(queued, work.kind if apart else None)
         if retry is not None:
             raise QueueFull(retry)
         try:
@@ -142,6 +146,18 @@ class Engine:
         with self.queue.mutex:
             waiting = list(self.queue.queue)
         return list(self._held) + waiting
+
+    def _past_free_rows(self, queued: list[Work]) -> list[Work]:
+        """Continuous batching: the queued generations that fit the running decode's free rows
+        join it at the next step and wait for nobody; only those past them wait."""
+        free = self.policy.max_batch_size - self._decoding
+        later = []
+        for work in queued:
+            if work.kind is Kind.GENERATE and len(work.rows) <= free:
+                free -= len(work.rows)
+            else:
+                later.append(work)
+        return later
 
     def classify(self, served: Served, sources: list[str]) -> Work:
         return Work(Kind.CLASSIFY, [ClassifyRow(served, served.collator.source_ids(s)) for s in sources])
@@ -295,16 +311,29 @@ class Engine:
         groups = [g for g in ([r for r in rows if r.adapter is None], [r for r in rows if r.adapter is not None]) if g]
         pending = groups[1:]
 
+        stepped = [time.perf_counter()]
+
         def admit(running: int) -> list[Row]:
+            # The step since the last call made one token per row: the admission estimate's
+            # service time moves with every step, not only when a decode that never ends ends.
+            self.admission.observe(Kind.GENERATE, time.perf_counter() - stepped[0], self._decoding)
             joined = pending.pop() if pending else []
-            return joined + self._admit(works, running + len(joined), join)
+            joined = joined + self._admit(works, running + len(joined), join)
+            self._decoding = running + len(joined)
+            stepped[0] = time.perf_counter()  # classifications run in _admit are timed apart
+            return joined
 
         def done(row: Row) -> None:
             finish_row(*placed[id(row)], row)
 
-        generate_rows(self.model, groups[0], self.pad_id, done, admit)
-        for group in pending:  # a model whose cache cannot merge (a sliding window)
-            generate_rows(self.model, group, self.pad_id, done, admit)
+        try:
+            self._decoding = len(groups[0])
+            generate_rows(self.model, groups[0], self.pad_id, done, admit)
+            for group in pending:  # a model whose cache cannot merge (a sliding window)
+                self._decoding = len(group)
+                generate_rows(self.model, group, self.pad_id, done, admit)
+        finally:
+            self._decoding = 0
 
     def _admit(self, works: list[Work], running: int, join) -> list[Row]:
         """Between two decode steps: queued classifications run now (they wait one step, not a
