@@ -9,8 +9,10 @@ adapter, a PT adapter (r=0), and requests mixing 4 adapters, all in flight at on
 Targets (issue 25): the first 8 tokens agree for >= 95% of the sentences, labels for >= 98%.
 Where they differ, the report gives the margins: for a completion, the smallest gap between the
 embedded engine's two most likely next tokens over its 8 greedy steps (logits); for a label, the
-gap between the two labels' log-likelihoods on each engine. The adapters have random weights
-(the prompt from text, B drawn with std 0.01): agreement does not depend on what they learned.
+gap between the two labels' log-likelihoods on each engine. Since labels can agree by both
+engines leaning one way, the largest difference between the engines' label scores (summed
+log-probabilities) is reported too. The adapters have random weights (the prompt from text, B
+drawn with std 0.01): agreement does not depend on what they learned.
 Writes benchmarks/results/vllm-equivalence.json and .md.
 """
 
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import csv
 import json
+from collections import Counter
 import signal
 import sys
 import tempfile
@@ -160,7 +163,12 @@ def compare(folder: Path, texts: list[str], got: dict, dtype: str) -> dict:
                                "vllm": labels_v[i]["label"], "margin": gap})
         agree = sum(a == b for a, b in zip(texts_e, texts_v)) / len(texts)
         labels = sum(a["label"] == b["label"] for a, b in zip(labels_e, labels_v)) / len(texts)
-        cases[case] = {"sentences": len(texts), "first_8_tokens_agree": round(agree, 3),
+        cases[case] = {"sentences": len(texts), "distinct_completions": len(set(texts_e)),
+                       "labels_embedded": dict(Counter(row["label"] for row in labels_e)),
+                       # labels can agree by both leaning one way: the scores themselves are compared
+                       "largest_score_difference": round(max(abs(a["scores"][k] - b["scores"][k])
+                                                             for a, b in zip(labels_e, labels_v) for k in a["scores"]), 5),
+                       "first_8_tokens_agree": round(agree, 3),
                        "labels_agree": round(labels, 3), "target_met": agree >= 0.95 and labels >= 0.98,
                        "differences": differ}
     where = torch.cuda.get_device_name() if cuda else "CPU"
@@ -172,9 +180,11 @@ def report(results: dict) -> str:
              f"{results['model']}, tensor parallel {results['tensor_parallel_size']}; {results['date']}; "
              f"wall {results['wall_s']} s; "
              "`python benchmarks/vllm_equivalence.py`. Targets: first 8 tokens >= 95%, labels >= 98%.", "",
-             "| case | sentences | first 8 tokens agree | labels agree | targets |", "| --- | --- | --- | --- | --- |"]
+             "| case | sentences | distinct completions | labels (embedded) | first 8 tokens agree | labels agree "
+             "| largest label-score difference | targets |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for case, c in results["cases"].items():
-        lines.append(f"| {case} | {c['sentences']} | {c['first_8_tokens_agree']:.0%} | {c['labels_agree']:.0%} | "
+        lines.append(f"| {case} | {c['sentences']} | {c['distinct_completions']} | {c['labels_embedded']} | "
+                     f"{c['first_8_tokens_agree']:.0%} | {c['labels_agree']:.0%} | {c['largest_score_difference']:g} | "
                      f"{'met' if c['target_met'] else 'missed'} |")
     differ = [(case, d) for case, c in results["cases"].items() for d in c["differences"]]
     lines += ["", "## Where they differ", ""]
