@@ -7,7 +7,7 @@ subprocess on 127.0.0.1, closed-loop async clients, every cell bounded in reques
     python benchmarks/serving.py --engines # the embedded engine against --engine vllm (where vLLM is
                                            # installed): completions (32 tokens) at 1/8/32 clients with
                                            # 1 and 16 adapters, classify at 8/32, and the base model
-                                           # through vLLM as plain text (the floor); about 15 min
+                                           # through vLLM as plain text (the floor); about 25 min
 
 Side by side in one run, the same adapters and traffic: mixed-adapter batching (ours), the same
 server batching only same-adapter requests (--mix_adapters false), and no batching
@@ -46,7 +46,7 @@ MODES = {
     "full": dict(classify=[(c, a) for a in (1, 4, 16) for c in (1, 8, 32, 64)],
                  complete=[(c, a) for a in (1, 16) for c in (1, 8, 32, 64)], requests=256, seconds=60.0),
     "engines": dict(classify=[(8, 16), (32, 16)], complete=[(c, a) for a in (1, 16) for c in (1, 8, 32)],
-                    floor=[1, 8, 32], requests=512, seconds=20.0, max_tokens=32),
+                    floor=[1, 8, 32], requests=1024, seconds=45.0, max_tokens=32),
 }
 FLOOR = "complete, base model as plain text"
 """The same prompts with no adapter: the vLLM engine sends them as token ids, its floor."""
