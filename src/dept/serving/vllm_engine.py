@@ -68,9 +68,11 @@ class VllmServingEngine:
             return AsyncLLMEngine.from_engine_args(AsyncEngineArgs(model=base_folder, **settings))
         try:
             self.llm = asyncio.run_coroutine_threadsafe(started(), self._loop).result()
-        except TypeError as err:  # an option vLLM does not have
+        except Exception as err:  # an option vLLM does not have, or one it cannot start with
             self._loop.call_soon_threadsafe(self._loop.stop)
-            raise EngineError(f"--engine_args: {err}") from None
+            if isinstance(err, TypeError):
+                raise EngineError(f"--engine_args: {err}") from None
+            raise EngineError(f"vLLM did not start ({type(err).__name__}: {err}); its log above says why") from None
 
     # ----- life cycle --------------------------------------------------------------------------
     def start(self) -> "VllmServingEngine":
