@@ -15,7 +15,7 @@ import pytest
 import torch
 from helpers_tiny import dept_config, randomise, random_rows, tiny_base, tiny_dept, tiny_tokenizer
 from helpers_tiny import one_thread  # noqa: F401  (autouse: one CPU thread per module)
-from helpers_train import llama_dir  # noqa: F401
+from helpers_train import llama_dir, t5_dir  # noqa: F401
 from helpers_train import predicted
 
 from dept.cli.main import main
@@ -110,3 +110,14 @@ def test_vllm_answers_as_the_embedded_engine_on_smollm2(tmp_path, monkeypatch):
                          "--engine", engine, *args]) == 0
         scored[engine] = json.loads(out.getvalue().splitlines()[-1])
     assert scored["vllm"]["accuracy"] == scored["embedded"]["accuracy"] and scored["vllm"]["examples"] == 16
+
+
+def test_dept_serve_with_vllm_refuses_what_it_cannot_serve_in_one_line(t5_dir, llama_dir):
+    from helpers_train import dept_fails
+
+    line = dept_fails("serve", "--model", t5_dir, "--engine", "vllm")
+    assert "decoder-only" in line and "--engine embedded" in line
+    line = dept_fails("serve", "--model", llama_dir, "--engine", "vllm", "--engine_args", "{not json")
+    assert "--engine_args: not a JSON object" in line
+    if not HAS_VLLM:
+        assert "make install-vllm" in dept_fails("serve", "--model", llama_dir, "--engine", "vllm")
