@@ -20,7 +20,7 @@ COMMAND_LINE = re.compile(r"(?:^|[\s|;(])dept (" + "|".join(COMMANDS) + r")\b")
 # scripts), and the README's two words for the spellings every flag takes.
 OTHER_PROGRAMS = {"--nproc_per_node", "--multi_gpu", "--num_processes", "--cpu", "--no-deps", "--quick",
                   "--full", "--workers", "--report", "--prefix", "--scale", "--decoders", "--threads", "--check",
-                  "--under_scores", "--dashes"}
+                  "--under_scores", "--dashes", "--engines", "--head", "--address"}
 
 
 def code_lines(text: str) -> list[str]:

@@ -167,9 +167,10 @@ def test_deleting_an_adapter_under_load_answers_200_or_404(adapters, llama_dir, 
 
 
 def test_sigterm_with_a_deep_queue_answers_200_or_503_and_exits_0(adapters, llama_dir):
-    # small batches of long answers, so that 2 s cannot finish them all: some are shed with 503
+    # small batches of long answers, so that 2 s cannot finish them all: some are shed with 503;
+    # a deep queue, so shedding by expected wait off (the generation rate is known from the first step)
     with running_server("--adapters_dir", adapters, "--model", llama_dir, "--shutdown_timeout", 2,
-                        "--max_batch_size", 4, "--max_queue", 1000) as (process, url):
+                        "--max_batch_size", 4, "--max_queue", 1000, "--max_queue_wait", 0) as (process, url):
         body = {"model": "one", "prompt": "sentence: a film", "max_tokens": 64, "temperature": 1, "seed": 3}
         with ThreadPoolExecutor(160) as pool:
             futures = [pool.submit(httpx.post, f"{url}/v1/completions", json=body, timeout=120) for _ in range(160)]

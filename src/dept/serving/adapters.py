@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -72,3 +73,40 @@ def describe(model: DeptModel, trained: TrainedAdapter, name: str, load_id: int 
     return Served(name, str(trained.path), trained.meta, replace(adapter_collator(model, config), truncate=True),
                   config.on_overflow, config.prompt_length, config.rank, trained.task,
                   AdapterRef(name, load_id, str(trained.path)))
+
+
+class AdapterTable:
+    """What both engines keep alike: the adapters served on one DeptModel, by name, each load with
+    its own AdapterRef, and the base model's family and tokenizer. The engine decides when a change
+    may happen (the embedded engine: on its worker, between batches; vLLM's: under a lock)."""
+
+    def __init__(self, model: DeptModel):
+        self.model = model.eval()
+        self.adapters: dict[str, Served] = {}
+        self._load_ids = itertools.count(1)  # each load's AdapterRef id
+
+    @property
+    def family(self):
+        return self.model.family
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    def _attach(self, name: str, trained: TrainedAdapter) -> Served:
+        if name in self.adapters:
+            raise RequestError(f"an adapter named {name!r} is already served", status=409, param="name")
+        self.model.load_adapter(trained, adapter_name=name)
+        self.adapters[name] = describe(self.model, trained, name, next(self._load_ids))
+        return self.adapters[name]
+
+    def _detach(self, name: str) -> None:
+        if name not in self.adapters:
+            raise RequestError(f"no adapter named {name!r}", status=404, param="name")
+        del self.adapters[name]
+        self.model.delete_adapter(name)
+
+    def _removed(self, refs) -> RequestError | None:
+        """404 for work admitted for an adapter that has been removed (or replaced) since."""
+        gone = sorted(ref.name for ref in refs if ref.name not in self.adapters or self.adapters[ref.name].ref != ref)
+        return RequestError(f"adapter {gone[0]!r} was removed", status=404, param="model") if gone else None

@@ -13,7 +13,6 @@ to take longer than `max_queue_wait` (admission.py).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import threading
@@ -26,7 +25,7 @@ from ..data import pad_id, pad_rows
 from ..decoding import Row, advance, eos_ids, generate_rows
 from ..layout import group_rows
 from ..trained import TrainedAdapter, read_trained
-from .adapters import RequestError, Served, describe
+from .adapters import AdapterTable, RequestError, Served
 from .admission import WaitEstimate
 from .policy import BatchPolicy, Kind
 from .work import ClassifyRow, QueueFull, ShuttingDown, Work, fail, finish_row, raise_into
@@ -34,16 +33,15 @@ from .work import ClassifyRow, QueueFull, ShuttingDown, Work, fail, finish_row, 
 log = logging.getLogger("dept")
 
 
-class Engine:
+class Engine(AdapterTable):
     def __init__(self, model, *, max_batch_size: int = 16, max_batch_wait_ms: float = 5.0, max_queue: int = 256,
                  mix_adapters: bool = True, max_queue_wait: float = 0.0, continuous: bool = True, metrics=None):
-        self.model = model.eval()
+        super().__init__(model)
         self.policy = BatchPolicy(max_batch_size, max_batch_wait_ms / 1000, mix_adapters)
         self.queue: queue.Queue[Work] = queue.Queue(maxsize=max_queue)
         self.admission = WaitEstimate(max_queue_wait)
         self.continuous = continuous   # admit queued work between decoding steps
         self._timed = 0.0              # seconds of every batch run so far (nested runs counted once)
-        self.adapters: dict[str, Served] = {}
         self.metrics = metrics
         self._held: list[Work] = []
         self._stop = threading.Event()
@@ -51,7 +49,6 @@ class Engine:
         self._shedding = threading.Event()  # drain's timeout: what is left is answered ShuttingDown
         self._busy = False             # the worker is running a batch
         self._decoding = 0             # rows in the running decode (continuous batching), else 0
-        self._load_ids = itertools.count(1)  # each load's AdapterRef id
         self._thread = threading.Thread(target=self._loop, name="dept-engine", daemon=True)
         self.pad_id = pad_id(model.tokenizer)
 
@@ -91,21 +88,10 @@ class Engine:
         # files are read and checked here, not on the worker
         trained = path if isinstance(path, TrainedAdapter) else read_trained(path)
 
-        def action():
-            if name in self.adapters:
-                raise RequestError(f"an adapter named {name!r} is already served", status=409, param="name")
-            self.model.load_adapter(trained, adapter_name=name)
-            self.adapters[name] = describe(self.model, trained, name, next(self._load_ids))
-            return self.adapters[name]
-        return self._control(action)
+        return self._control(lambda: self._attach(name, trained))
 
     def delete_adapter(self, name: str) -> None:
-        def action():
-            if name not in self.adapters:
-                raise RequestError(f"no adapter named {name!r}", status=404, param="name")
-            del self.adapters[name]
-            self.model.delete_adapter(name)
-        return self._control(action)
+        return self._control(lambda: self._detach(name))
 
     def _control(self, action):
         work = Work(Kind.CONTROL, [], action=action)
@@ -115,14 +101,6 @@ class Engine:
         return work.future.result()
 
     # ----- requests --------------------------------------------------------------------------
-    @property
-    def family(self):
-        return self.model.family
-
-    @property
-    def tokenizer(self):
-        return self.model.tokenizer
-
     def submit(self, work: Work) -> Future:
         if self._closed:
             raise ShuttingDown()
@@ -196,12 +174,11 @@ class Engine:
         404 when an adapter they were admitted for has been removed since."""
         keep = []
         for work in works:
-            gone = sorted(ref.name for ref in work.adapter_refs()
-                          if ref.name not in self.adapters or self.adapters[ref.name].ref != ref)
+            removed = self._removed(work.adapter_refs())
             if self._shedding.is_set():
                 fail(work, ShuttingDown())
-            elif gone:
-                fail(work, RequestError(f"adapter {gone[0]!r} was removed", status=404, param="model"))
+            elif removed:
+                fail(work, removed)
             else:
                 keep.append(work)
         return keep

@@ -19,7 +19,6 @@ the rates measured between completions, since vLLM runs all the work in flight a
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import threading
 import time
@@ -30,7 +29,7 @@ from ..decoding import Row, advance, eos_ids
 from ..trained import TrainedAdapter, read_trained
 from ..vllm_engine import (EngineError, check_family, prompt_embeddings, rank_requests, token_embedder, vllm_settings,
                            word_scores)
-from .adapters import RequestError, Served, describe
+from .adapters import AdapterTable, RequestError, Served
 from .admission import WaitEstimate
 from .policy import Kind
 from .work import QueueFull, ShuttingDown, Work, fail, finish_row
@@ -38,16 +37,15 @@ from .work import QueueFull, ShuttingDown, Work, fail, finish_row
 log = logging.getLogger("dept")
 
 
-class VllmServingEngine:
+class VllmServingEngine(AdapterTable):
     def __init__(self, model, base_folder: str, options: dict, *, max_queue: int = 256, max_queue_wait: float = 0.0,
                  metrics=None):
         check_family(model)
         settings, self.dtype = vllm_settings(options)
         from vllm import AsyncEngineArgs, AsyncLLMEngine, SamplingParams
 
-        self.model = model.eval()
+        super().__init__(model)
         self.sampling = SamplingParams
-        self.adapters: dict[str, Served] = {}
         self.max_queue = max_queue
         self.admission = WaitEstimate(max_queue_wait)
         self.metrics = metrics
@@ -58,7 +56,6 @@ class VllmServingEngine:
         self._works: dict[int, tuple[Work, Future]] = {}  # id -> in flight: admitted, not yet answered
         self._closed = False
         self._shedding = False
-        self._load_ids = itertools.count(1)
         self._last_done: dict[Kind, float] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="dept-vllm", daemon=True)
@@ -110,28 +107,13 @@ class VllmServingEngine:
     def load_adapter(self, name: str, path: str | TrainedAdapter) -> Served:
         trained = path if isinstance(path, TrainedAdapter) else read_trained(path)
         with self._lock:
-            if name in self.adapters:
-                raise RequestError(f"an adapter named {name!r} is already served", status=409, param="name")
-            self.model.load_adapter(trained, adapter_name=name)
-            self.adapters[name] = describe(self.model, trained, name, next(self._load_ids))
-            return self.adapters[name]
+            return self._attach(name, trained)
 
     def delete_adapter(self, name: str) -> None:
         with self._lock:
-            if name not in self.adapters:
-                raise RequestError(f"no adapter named {name!r}", status=404, param="name")
-            del self.adapters[name]
-            self.model.delete_adapter(name)
+            self._detach(name)
 
     # ----- requests ------------------------------------------------------------------------------
-    @property
-    def family(self):
-        return self.model.family
-
-    @property
-    def tokenizer(self):
-        return self.model.tokenizer
-
     def classify(self, served: Served, sources: list[str]) -> Work:
         from .work import ClassifyRow
 
@@ -188,13 +170,9 @@ class VllmServingEngine:
         """Each row's prompt for vLLM (embeddings, or token ids for the base model alone); None
         when the work was answered here instead: shed, or its adapter removed since admission."""
         with self._lock:
-            gone = sorted(ref.name for ref in work.adapter_refs()
-                          if ref.name not in self.adapters or self.adapters[ref.name].ref != ref)
-            if self._shedding:
-                fail(work, ShuttingDown())
-                return None
-            if gone:
-                fail(work, RequestError(f"adapter {gone[0]!r} was removed", status=404, param="model"))
+            removed = self._removed(work.adapter_refs())
+            if self._shedding or removed:
+                fail(work, ShuttingDown() if self._shedding else removed)
                 return None
             adapted = [i for i, row in enumerate(work.rows) if row.adapter is not None]
             embeds = prompt_embeddings(self.model, [work.rows[i].source_ids for i in adapted],
