@@ -7,7 +7,6 @@ import argparse
 import json
 import logging
 import os
-from dataclasses import field
 from pathlib import Path
 
 from ..errors import OptionError
@@ -18,8 +17,8 @@ log = logging.getLogger("dept")
 
 
 class ServeOptions(EngineOptions):
-    adapter: list[str] = field(default_factory=list, metadata={
-        "help": "NAME=FOLDER of an adapter to serve (repeat the flag for more)", "aliases": ()})
+    adapter: list[str] = opt([])
+    """NAME=FOLDER of an adapter to serve (repeat the flag for more)"""
     adapters_dir: str | None = opt(None)
     """serve every adapter folder in DIR (named after its folder); with --allow_adapter_updates, POST
     /v1/adapters loads paths inside it"""
