@@ -72,13 +72,14 @@ def served_statuses(url: str, endpoint: str | None = None) -> Counter:
     return +counts
 
 
-def requests_seen(url: str, endpoint: str) -> tuple[float, float]:
-    """(in flight, answered) for one endpoint, read from /metrics."""
+
+def served_in_flight(url: str) -> Counter:
+    """endpoint -> requests the server holds in flight (dept_requests_in_flight)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    found = {"dept_requests_in_flight": 0.0, "dept_requests_total": 0.0}
+    counts: Counter = Counter()
     for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
         for sample in family.samples:
-            if sample.name in found and sample.labels.get("endpoint") == endpoint:
-                found[sample.name] += sample.value
-    return found["dept_requests_in_flight"], found["dept_requests_total"]
+            if sample.name == "dept_requests_in_flight":
+                counts[sample.labels["endpoint"]] += int(sample.value)
+    return counts

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from helpers_serve import requests_seen, running_server
+from helpers_serve import running_server, served_in_flight, served_statuses
 from helpers_train import predicted, tiny_model_dir, trained_run
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
@@ -147,7 +147,7 @@ def test_hot_load_and_delete_under_traffic(server):
 def test_sigterm_with_requests_in_flight_loses_none(server):
     """Last in this module: the server drains and exits 0."""
     _, process, url = server
-    _, answered = requests_seen(url, "/v1/completions")
+    answered = sum(served_statuses(url, "/v1/completions").values())
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(post, url, "/v1/completions", {
             "model": "one" if i % 2 else "two", "prompt": f"sentence: film {i}", "max_tokens": 64,
@@ -155,10 +155,11 @@ def test_sigterm_with_requests_in_flight_loses_none(server):
         # SIGTERM once all 8 have reached the server (a request not yet sent is refused, rightly,
         # once the server stops listening)
         deadline = time.time() + 60
-        while time.time() < deadline and sum(seen := requests_seen(url, "/v1/completions")) < answered + 8:
+        while time.time() < deadline and ((in_flight := served_in_flight(url)["/v1/completions"])
+                                          + sum(served_statuses(url, "/v1/completions").values())) < answered + 8:
             time.sleep(0.02)
         process.send_signal(signal.SIGTERM)
-        assert seen[0] >= 1, seen  # the signal found work under way
+        assert in_flight >= 1, in_flight  # the signal found work under way
         statuses = [f.result().status_code for f in futures]
     assert statuses == [200] * 8
     assert process.wait(60) == 0

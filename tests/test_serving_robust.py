@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from helpers_serve import running_server, served_adapters, served_statuses
+from helpers_serve import running_server, served_adapters, served_in_flight, served_statuses
 from helpers_tiny import one_thread  # noqa: F401  (autouse: one CPU thread per module)
 from helpers_train import llama_dir  # noqa: F401
 
@@ -192,13 +192,3 @@ def test_sigterm_with_a_deep_queue_answers_200_or_503_and_exits_0(adapters, llam
         counted = json.loads(log.split("answers by status: ")[1].splitlines()[0])
         assert {int(k): v for k, v in counted.items()} == {**statuses, 200: statuses[200] + 1}  # + the /health probe
 
-
-def served_in_flight(url: str) -> Counter:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    counts: Counter = Counter()
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
-        for sample in family.samples:
-            if sample.name == "dept_requests_in_flight":
-                counts[sample.labels["endpoint"]] += int(sample.value)
-    return counts

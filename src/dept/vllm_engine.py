@@ -169,8 +169,8 @@ def word_scores(rows: int, words: int, answered) -> Tensor:
 
 def predict(engine: VllmEngine, model, collator, sources: list[str], *, adapter: str, decoder: str,
             candidates: list[str] | None, max_new_tokens: int, batch_size: int) -> list[str]:
-    """What `dept predict` prints for each source, decoded by vLLM."""
-    check_family(model)
+    """What `dept predict` prints for each source, decoded by vLLM (run_predict has checked the
+    model's family before vLLM started)."""
     embeds = prompt_embeddings(model, [collator.source_ids(s) for s in sources], adapter, batch_size, engine.dtype)
     if decoder == "rank" and candidates:
         targets = [collator.target_ids(c) for c in candidates]

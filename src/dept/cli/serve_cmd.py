@@ -125,13 +125,13 @@ def build(options: ServeOptions):
 
 
 def vllm_engine(options: ServeOptions, model, base: str, metrics):
-    """vLLM's async engine in this process, on the base model's folder, after checking what it
-    cannot serve (encoders, seq2seq) and reading --engine_args, so that both fail in one line."""
+    """vLLM's async engine in this process, on the base model's folder; what it cannot serve
+    (encoders, seq2seq) and unreadable --engine_args fail in one line before vLLM starts."""
     from ..pretrained import resolve
     from ..serving.vllm_engine import VllmServingEngine
     from ..vllm_engine import check_family, engine_args
 
-    check_family(model)
+    check_family(model)  # before --engine_args, whose error would otherwise hide this one
     settings = engine_args(options.engine_args)
     return VllmServingEngine(model, resolve(base), settings, max_queue=options.max_queue,
                              max_queue_wait=options.max_queue_wait, metrics=metrics)
